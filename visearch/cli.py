@@ -47,10 +47,25 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand word, skipping the value of a leading ``--config``."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--config":
+            skip = True
+            continue
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``visearch`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
+    command = _command_of(argv)
     if command is not None and command not in COMMANDS:
         print(f"visearch: unknown command {command!r}; try `visearch --help`", file=sys.stderr)
         return 2
@@ -59,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if command is None else 2
+    if args.config:
+        import os
+
+        os.environ["VISEARCH_CONFIG"] = args.config
     setup_logging()
     return int(args.func(args) or 0)
 

@@ -82,5 +82,12 @@ class JobContext:
         """Log the stage summary and print the result as the last stdout line (for XCom)."""
         result = {"job": self.name, **result, "stage_seconds": self.timer.seconds}
         log.info(self.timer.summary())
-        print(json.dumps(result, sort_keys=True, default=str), flush=True)
+        text = json.dumps(result, sort_keys=True, default=str)
+        ds = getattr(self.args, "ds", None)
+        if ds:
+            # The run record: what each job did for a day, read by `make run`'s summary and the report.
+            from visearch.storage import open_store
+
+            open_store(self.settings.artifacts, self.settings.s3).put_text(f"runs/{ds}/{self.name}.json", text)
+        print(text, flush=True)
         return result

@@ -120,10 +120,15 @@ def get_spark(settings: Settings, app_name: str = "visearch") -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder
-    jars = extra_jars(with_s3a=settings.uses_s3)
-    # Under spark-submit the jars come from --jars; setting them again is harmless.
-    builder = builder.config("spark.jars", ",".join(jars))
-    for key, value in spark_conf(settings, app_name).items():
+    conf = spark_conf(settings, app_name)
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):
+        # Under spark-submit: master, driver memory and jars were given on its command line
+        # (the DAG's connection and --jars); don't override them from settings.
+        for key in ("spark.master", "spark.driver.memory"):
+            conf.pop(key, None)
+    else:
+        builder = builder.config("spark.jars", ",".join(extra_jars(with_s3a=settings.uses_s3)))
+    for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
