@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
@@ -192,23 +191,15 @@ class LocalStore(ObjectStore):
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> list[str]:
-        start = self._path(prefix) if prefix else self.base
-        if start.is_file():
-            return [prefix.lstrip("/")]
+        # S3 semantics: a plain string prefix ("a/b" matches "a/b/x" and "a/big").
+        prefix = prefix.lstrip("/")
+        folder = prefix if prefix.endswith("/") or not prefix else prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self._path(folder) if folder else self.base
         if not start.is_dir():
-            # A prefix may end mid-name, as on S3.
-            parent = start.parent
-            if not parent.is_dir():
-                return []
-            candidates: Iterator[Path] = (p for p in parent.rglob("*") if str(p).startswith(str(start)))
-        else:
-            candidates = start.rglob("*")
-        keys = [
-            str(p.relative_to(self.base)).replace(os.sep, "/")
-            for p in candidates
-            if p.is_file() and not p.name.endswith(".tmp")
-        ]
-        return sorted(keys)
+            return []
+        keys = (str(p.relative_to(self.base)).replace(os.sep, "/") for p in start.rglob("*")
+                if p.is_file() and not p.name.endswith(".tmp"))
+        return sorted(k for k in keys if k.startswith(prefix))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -271,12 +262,15 @@ class S3Store(ObjectStore):
 
     def list(self, prefix: str = "") -> list[str]:
         full = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        if prefix.endswith("/") and not full.endswith("/"):
+            full += "/"
         paginator = self.client.get_paginator("list_objects_v2")
         keys: list[str] = []
         strip = len(self.prefix) + 1 if self.prefix else 0
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for item in page.get("Contents", []):
-                if not item["Key"].endswith("/"):  # directory markers of some servers
+                # Skip directory markers, and re-check the prefix (some servers match loosely).
+                if not item["Key"].endswith("/") and item["Key"].startswith(full):
                     keys.append(item["Key"][strip:])
         return sorted(keys)
 
