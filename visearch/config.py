@@ -102,6 +102,7 @@ class TrainSettings:
     click_window_days: int = 7
     min_impressions: int = 2
     min_clicks: int = 1
+    min_dwell_ms: int = 1000
     self_pairs_per_day: int = 2000
     hard_negatives: int = 2
 
