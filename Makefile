@@ -11,7 +11,7 @@ MVN_EXCLUDE_ARTIFACTS := hadoop-client-runtime,hadoop-client-api
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup run test test-fast lint bench bench-quality clean s3proxy
+.PHONY: help setup run test test-fast lint bench bench-quality clean validate-infra lock
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -53,3 +53,9 @@ bench-quality: setup ## Retrieval quality on real photographs (../shared/data/ci
 
 clean: ## Remove generated data (.visearch/) and caches in the tree
 	rm -rf .visearch bench-results .pytest_cache .mypy_cache .ruff_cache
+
+validate-infra: setup ## Check infra/ (Terraform fmt + HCL/IAM rules, YAML/schemas, Helm keys, Dockerfile lint)
+	$(PY) -m pytest tests/infra -q
+
+lock: $(PY) ## Re-pin requirements.lock from pyproject.toml (then commit it)
+	$(UV) pip compile pyproject.toml --extra dev --python-version $(PY_VERSION) --no-header --no-annotate -o requirements.lock
