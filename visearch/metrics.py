@@ -401,8 +401,9 @@ def evaluate_rankings(
     extra = [q for q in rankings if q not in judgments]
     if missing or extra:
         raise ValueError(
-            f"rankings and judgments must cover the same queries: {len(missing)} judged queries without "
-            f"a ranking (e.g. {missing[:3]}), {len(extra)} ranked queries without judgments (e.g. {extra[:3]})"
+            f"rankings and judgments must cover the same queries: {len(missing)} judged queries "
+            f"without a ranking (e.g. {missing[:3]}), {len(extra)} ranked queries without judgments "
+            f"(e.g. {extra[:3]})"
         )
     sums: dict[MetricKey, float] = {}
     without_relevant = 0
