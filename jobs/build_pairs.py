@@ -144,12 +144,14 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None,
                 stats = _to_stats(frame.to_dict("records"))
                 pairs = debiased_click_pairs(stats, prop, min_impressions=min_imps, min_clicks=min_clicks)
                 negs = hard_negatives(stats, per_query=n_neg)
+                # Explicit dtypes: an empty frame would otherwise be float64 and fail Arrow's list conversion.
                 return pd.DataFrame(
                     {
-                        "query_image_id": [p.query_image_id for p in pairs],
-                        "positive_image_id": [p.image_id for p in pairs],
-                        "weight": [p.weight for p in pairs],
-                        "hard_negative_ids": [negs.get(p.query_image_id, []) for p in pairs],
+                        "query_image_id": pd.Series([p.query_image_id for p in pairs], dtype=object),
+                        "positive_image_id": pd.Series([p.image_id for p in pairs], dtype=object),
+                        "weight": pd.Series([p.weight for p in pairs], dtype="float64"),
+                        "hard_negative_ids": pd.Series([negs.get(p.query_image_id, []) for p in pairs],
+                                                       dtype=object),
                     }
                 )
 
