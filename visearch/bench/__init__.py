@@ -99,6 +99,10 @@ def _cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing(name: str) -> int:
+    raise SystemExit(f"benchmark {name!r} is not available in this checkout")
+
+
 def add_cli(sub: Any) -> None:
     """Register ``visearch bench``."""
     parser = sub.add_parser("bench", help="run a benchmark", description=__doc__)
@@ -110,5 +114,12 @@ def add_cli(sub: Any) -> None:
             p.add_argument("--quick", action="store_true", help="smaller sizes (minutes, not hours)")
         else:
             # Bench modules keep heavy imports inside run(), so registering them all is cheap.
-            importlib.import_module(f"visearch.bench.{name}").add_arguments(p)
+            try:
+                module = importlib.import_module(f"visearch.bench.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"visearch.bench.{name}":
+                    raise
+                p.set_defaults(func=lambda _a, n=name: _missing(n))
+                continue
+            module.add_arguments(p)
         p.set_defaults(func=_cmd)
