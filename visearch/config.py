@@ -92,7 +92,7 @@ class TrainSettings:
 
     steps: int = 150
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     temperature: float = 0.1
     checkpoint_every: int = 50
@@ -105,6 +105,8 @@ class TrainSettings:
     min_dwell_ms: int = 1000
     self_pairs_per_day: int = 2000
     hard_negatives: int = 2
+    augment_strength: float = 0.5
+    augment_blur: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,23 @@ class EvalSettings:
     ks: tuple[int, ...] = (1, 5, 10, 20)
     promote_tolerance: float = 0.01
     eval_set: str = "demo"
+    promote_protocol: str = "corpus"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Serving knobs (visearch.search): over-fetch, near-duplicate thresholds, limits, hot reload."""
+
+    default_k: int = 20
+    max_k: int = 200
+    overfetch: int = 3
+    max_fetch: int = 2000
+    phash_max_distance: int = 4
+    dup_cosine: float = 0.995
+    nprobe: int = 0
+    reload_interval_s: float = 5.0
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -154,6 +173,7 @@ class Settings:
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
 
     def __post_init__(self) -> None:
         root = DEFAULT_ROOT.resolve()
