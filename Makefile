@@ -28,6 +28,8 @@ $(STAMP): $(PY) pyproject.toml requirements.lock infra/local/jars/pom.xml infra/
 	cd infra/local/jars && mvn -q -B dependency:build-classpath -Dmdep.outputFile=$(CURDIR)/$(JARS_CP) \
 	  -DincludeScope=runtime -DexcludeGroupIds=$(MVN_EXCLUDE_GROUPS) -DexcludeArtifactIds=$(MVN_EXCLUDE_ARTIFACTS)
 	cd infra/local/s3proxy && mvn -q -B dependency:build-classpath -Dmdep.outputFile=$(CURDIR)/.s3proxy.classpath
+	@# Headless Chromium (Debian package) for the report's browser test.
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create the venv, install pinned packages, resolve Spark jars (cached; cheap the second time)
