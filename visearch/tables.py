@@ -39,7 +39,7 @@ BRONZE_IMAGES_RAW = Table(
     "bronze.images_raw",
     ("ds", "image_id"),
     "ds STRING, image_id STRING, source_uri STRING, owner_id STRING, upload_ts TIMESTAMP, "
-    "tags ARRAY<STRING>, is_private BOOLEAN, action STRING, line_no INT",
+    "tags ARRAY<STRING>, is_private BOOLEAN, action STRING, line_no INT, manifest_file STRING",
     ("ds",),
 )
 SILVER_IMAGES = Table(
@@ -77,14 +77,14 @@ GOLD_EVAL_JUDGMENTS = Table(
 GOLD_EMBEDDINGS = Table(
     "gold.embeddings",
     ("model_version", "image_id"),
-    "model_version STRING, image_id STRING, embedding ARRAY<FLOAT>, ds STRING",
+    "model_version STRING, image_id STRING, embedding ARRAY<FLOAT>, ds STRING, sha256 STRING",
     ("model_version",),
 )
 GOLD_MODEL_METRICS = Table(
     "gold.model_metrics",
-    ("model_version", "eval_set", "metric", "k"),
+    ("model_version", "eval_set", "protocol", "embedder", "metric", "k"),
     "model_version STRING, eval_set STRING, protocol STRING, embedder STRING, metric STRING, k INT, "
-    "value DOUBLE, ds STRING",
+    "value DOUBLE, ds STRING, embedder_version STRING",
 )
 GOLD_ONLINE_METRICS = Table(
     "gold.online_metrics",
