@@ -115,6 +115,8 @@ class EmbedSettings:
 
     batch_size: int = 64
     decode_workers: int = 2
+    use_gpu: bool = True
+    amp: bool = True
 
 
 @dataclass(frozen=True)
