@@ -87,6 +87,11 @@ def run_demo(args: argparse.Namespace) -> int:
     """Generate demo data and run the nightly DAG for each demo day."""
     from visearch.airflow_env import airflow_env, dags_test, init_airflow
 
+    import os
+
+    # Demo-sized training unless the user chose otherwise (the jobs read it from the environment).
+    os.environ.setdefault("VISEARCH_TRAIN__STEPS", str(args.train_steps))
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
     settings = load_settings()
     root = DEFAULT_ROOT.resolve()
     if args.fresh:
@@ -120,4 +125,6 @@ def add_cli(sub: Any) -> None:
     parser.add_argument("--size", type=int, default=64, help="demo image size in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="wipe .visearch/ first")
+    parser.add_argument("--train-steps", type=int, default=60,
+                        help="training steps per day unless VISEARCH_TRAIN__STEPS is set (default 60)")
     parser.set_defaults(func=run_demo)
