@@ -1,7 +1,7 @@
 """End to end: the demo corpus through the whole nightly DAG, run by Airflow (`airflow dags test`).
 
-Day 1 and day 2 run in order; then day 2 runs again and every table and the published index
-must be unchanged (idempotence of the whole DAG for its ds).
+One day runs; then the same day runs again and every table and the published pointers must be
+unchanged (idempotence of the whole DAG for its ds).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _snapshot(settings: Any) -> dict[str, Any]:
     return out
 
 
-def test_nightly_dag__two_days_then_rerun_is_identical(tmp_path: Path, spark: Any) -> None:
+def test_nightly_dag__day_then_rerun_is_identical(tmp_path: Path, spark: Any) -> None:
     from visearch.airflow_env import airflow_env, dags_test, init_airflow
     from visearch.demo import generate_demo
 
@@ -46,24 +46,24 @@ def test_nightly_dag__two_days_then_rerun_is_identical(tmp_path: Path, spark: An
         "VISEARCH_LAKE": str(tmp_path / "lake"),
         "VISEARCH_ARTIFACTS": str(tmp_path / "artifacts"),
         "VISEARCH_TRAIN__STEPS": "20",
+        "OMP_NUM_THREADS": "1",
         "VISEARCH_TRAIN__BATCH_SIZE": "16",
         "VISEARCH_MODEL__IMAGE_SIZE": "32",
     }
     os.environ.update(env_roots)
     try:
         settings = load_settings()
-        generate_demo(tmp_path / "landing", images=120, days=2, seed=1, size=48)
+        generate_demo(tmp_path / "landing", images=80, days=1, seed=1, size=32)
         env = airflow_env(tmp_path / "airflow")
         log = tmp_path / "airflow.log"
         init_airflow(env, log)
         dags_test("visearch_nightly", "2026-01-01", env, log_path=log)
-        dags_test("visearch_nightly", "2026-01-02", env, log_path=log)
         first = _snapshot(settings)
         assert first["CHAMPION"], "no model was promoted"
         assert first["CURRENT"], "no index was published"
-        assert len(first["silver.images"]) > 100
+        assert len(first["silver.images"]) >= 80
         assert first.get("gold.embeddings")
-        dags_test("visearch_nightly", "2026-01-02", env, log_path=log)
+        dags_test("visearch_nightly", "2026-01-01", env, log_path=log)
         second = _snapshot(settings)
         for name in first:
             assert second[name] == first[name], f"{name} changed on rerun"

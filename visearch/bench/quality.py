@@ -1,0 +1,580 @@
+"""``visearch bench quality``: retrieval quality on real photographs (CIFAR-10) against baselines.
+
+What one run does, all seeded:
+
+1. Split ``--data`` (``../shared/data/cifar10-train``: ``<class>/<file>.jpg``) per class into
+   ``--train-images`` training images and ``--heldout-images`` held-out ones, disjoint
+   (:func:`select_split`). Only the training part is landed (:func:`visearch.landing.land_folder`
+   into a temporary landing root) and ingested by ``jobs.ingest_images`` on a local Spark session;
+   held-out images are read straight from their files and never reach training.
+2. Judgments from the labels (:func:`relevance`): 5 = same class, 1 = same group (vehicles:
+   airplane, automobile, ship, truck; animals: the rest), 0 = other. Queries and candidates are
+   held-out images.
+3. Training with the pipeline's own code at the small-image configuration (ResNet-18, 32 px, 3×3
+   stride-1 stem without max-pool, 128-d): pairs as ``jobs.build_pairs`` makes them (self pairs
+   of :func:`visearch.pairs.self_pair_sample`; with ``--with-clicks`` also debiased click pairs from
+   simulated sessions, :func:`simulate_clicks`), records by :func:`visearch.distributed.assemble_records`,
+   :class:`~visearch.trainer.PairDataset` + :func:`visearch.trainer.train`, saved and loaded through
+   :class:`~visearch.registry.ModelRegistry`. The trainer runs in this process rather than through
+   ``jobs.train``'s TorchDistributor (one process either way on this machine, and a wall-clock
+   budget needs the ``on_step`` hook). The step count comes from a short timing probe
+   (``budget / seconds per step``); both learned models get the same steps, and a run still
+   going at 1.25 × the budget is stopped.
+4. Embedders: colour histogram, random-weight network (same architecture), learned (self) and,
+   with ``--with-clicks``, learned (self + clicks). Both protocols of :mod:`visearch.evaluation`
+   (``judged``: each query's ``--candidates`` judged held-out images ranked; ``corpus``: exact
+   top-10 of the whole held-out corpus, query excluded, every pair judged) and kNN accuracy
+   (k = 10, leave-one-out over the held-out corpus).
+
+Metrics count relevance >= 1 as relevant (the pipeline's threshold), so recall and mAP of the
+corpus protocol are over same-group images too; nDCG uses the grades.
+
+Try: visearch bench quality --quick --out bench-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from visearch.bench import print_table, write_result
+
+if TYPE_CHECKING:
+    from visearch.config import ModelSettings, Settings
+    from visearch.pairs import PairStats
+    from visearch.registry import LoadedModel
+    from visearch.trainer import PairRecord, TrainConfig
+
+log = logging.getLogger(__name__)
+
+CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+VEHICLES: frozenset[str] = frozenset({"airplane", "automobile", "ship", "truck"})
+SAME_CLASS, SAME_GROUP, OTHER = 5, 1, 0
+#: Click probability of an examined result by relevance grade (the demo's click model).
+CLICK_BY_GRADE: dict[int, float] = {SAME_CLASS: 0.9, SAME_GROUP: 0.25, OTHER: 0.04}
+DS = "2026-01-01"
+KS: tuple[int, ...] = (10,)
+KNN_K = 10
+DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10-train"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+COLOR_HISTOGRAM = "color_histogram"
+RANDOM_INIT = "random_init"
+LEARNED_SELF = "learned_self"
+LEARNED_CLICKS = "learned_self_clicks"
+
+
+def group_of(label: str) -> str:
+    """``"vehicle"`` or ``"animal"`` for a CIFAR-10 class.
+
+    Raises:
+        ValueError: for a name that is not a CIFAR-10 class.
+    """
+    if label not in CLASSES:
+        raise ValueError(f"not a CIFAR-10 class: {label!r}")
+    return "vehicle" if label in VEHICLES else "animal"
+
+
+def relevance(query_label: str, candidate_label: str) -> int:
+    """Graded judgment from labels: 5 same class, 1 same animal/vehicle group, 0 other.
+
+    Raises:
+        ValueError: for a label that is not a CIFAR-10 class.
+    """
+    if query_label == candidate_label:
+        group_of(query_label)
+        return SAME_CLASS
+    return SAME_GROUP if group_of(query_label) == group_of(candidate_label) else OTHER
+
+
+# ------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image file of the data folder with its class."""
+
+    image_id: str
+    path: Path
+    label: str
+
+
+@dataclass(frozen=True)
+class Split:
+    """Disjoint training and held-out images."""
+
+    train: list[LabelledImage]
+    heldout: list[LabelledImage]
+
+
+def select_split(data: Path, train_per_class: int, heldout_per_class: int, *, seed: int = 0) -> Split:
+    """Per class, a seeded permutation of its files: the first ``train_per_class`` for training,
+    the next ``heldout_per_class`` held out (so the two never share a file).
+
+    Raises:
+        ValueError: for non-positive sizes, or a class with fewer files than both sizes together.
+        FileNotFoundError: when ``data`` or a class folder is missing.
+    """
+    if train_per_class < 1 or heldout_per_class < 1:
+        raise ValueError(
+            f"images per class must be >= 1, got train={train_per_class} heldout={heldout_per_class}"
+        )
+    if not data.is_dir():
+        raise FileNotFoundError(f"no data folder {data} (expected <class>/<image> of CIFAR-10)")
+    train: list[LabelledImage] = []
+    heldout: list[LabelledImage] = []
+    for index, label in enumerate(CLASSES):
+        folder = data / label
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no class folder {folder}")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        need = train_per_class + heldout_per_class
+        if len(files) < need:
+            raise ValueError(f"class {label!r} has {len(files)} images, fewer than {need}")
+        order = np.random.default_rng([seed, index]).permutation(len(files))[:need]
+        chosen = [files[int(i)] for i in order]
+        train += [LabelledImage(f"{label}/{p.name}", p, label) for p in chosen[:train_per_class]]
+        heldout += [LabelledImage(f"heldout/{label}/{p.name}", p, label) for p in chosen[train_per_class:]]
+    return Split(train, heldout)
+
+
+def stage_folder(images: Sequence[LabelledImage], dest: Path) -> Path:
+    """Copy the images to ``dest/<class>/<file>`` (what ``land_folder`` reads); return ``dest``."""
+    for image in images:
+        target = dest / image.label / image.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image.path, target)
+    return dest
+
+
+def land_and_ingest(
+    settings: Settings, folder: Path, ds: str
+) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+    """Land ``folder`` into ``settings.landing`` and run ``jobs.ingest_images`` for ``ds``.
+
+    Returns:
+        ``{image_id: uri}`` and ``{image_id: class}`` of the ``ok`` rows of ``silver.images``
+        (the class is the image's first tag, its folder), and the job's result.
+
+    Raises:
+        RuntimeError: when ingestion keeps no image.
+    """
+    from pyspark.sql import functions as F
+
+    from jobs import ingest_images
+    from visearch import tables as T
+    from visearch.landing import land_folder
+    from visearch.spark import get_spark
+
+    summary = land_folder(folder, ds, landing=settings.landing, settings=settings, namespace="cifar10")
+    log.info("landed %s", summary.to_dict())
+    spark = get_spark(settings, "visearch-bench-quality")
+    result = ingest_images.run(settings, ds, spark=spark)
+    rows = (T.read(spark, settings, T.SILVER_IMAGES).where(F.col("status") == "ok")
+            .select("image_id", "uri", "tags").collect())
+    if not rows:
+        raise RuntimeError(f"ingestion kept no image of {folder}: {result}")
+    uris = {r["image_id"]: r["uri"] for r in rows}
+    labels = {r["image_id"]: r["tags"][0] for r in rows}
+    return uris, labels, result
+
+
+# ---------------------------------------------------------------------------------- judgments
+
+
+def judgments_for(
+    labels: Mapping[str, str], *, candidates: int | None, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """``{query: {candidate: grade}}`` over the labelled ids, queries never judged against themselves.
+
+    ``candidates`` = None judges every other id (the corpus protocol); a number judges a seeded
+    sample of that many per query (the judged protocol).
+
+    Raises:
+        ValueError: for fewer than two ids or ``candidates`` < 1.
+    """
+    ids = sorted(labels)
+    if len(ids) < 2:
+        raise ValueError(f"need at least 2 labelled images, got {len(ids)}")
+    if candidates is not None and candidates < 1:
+        raise ValueError(f"candidates must be >= 1, got {candidates}")
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, float]] = {}
+    for q in ids:
+        others = [i for i in ids if i != q]
+        if candidates is not None and candidates < len(others):
+            others = [others[int(j)] for j in sorted(rng.choice(len(others), candidates, replace=False))]
+        out[q] = {c: float(relevance(labels[q], labels[c])) for c in others}
+    return out
+
+
+# ------------------------------------------------------------------------------------- clicks
+
+
+def simulate_clicks(
+    labels: Mapping[str, str], *, sessions_per_query: int, shown: int = 10, seed: int = 0
+) -> list[PairStats]:
+    """Search sessions on the training images, aggregated to (query, image, position) cells.
+
+    Each query gets a seeded result list of ``shown`` random other images (what a weak first
+    model shows); each of its sessions shows that list in a fresh random order, and a result at
+    position ``p`` is clicked with probability ``(1/p) × CLICK_BY_GRADE[grade]``.
+
+    Raises:
+        ValueError: for fewer than ``shown + 1`` images or non-positive sizes.
+    """
+    from visearch.pairs import PairStats
+
+    ids = sorted(labels)
+    if sessions_per_query < 1 or shown < 1:
+        raise ValueError(f"sessions_per_query and shown must be >= 1, got {sessions_per_query}, {shown}")
+    if len(ids) <= shown:
+        raise ValueError(f"need more than {shown} images to simulate sessions, got {len(ids)}")
+    rng = np.random.default_rng([seed, 7])
+    cells: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for qi, q in enumerate(ids):
+        picks = rng.choice(len(ids) - 1, shown, replace=False)
+        results = [ids[int(j) + (int(j) >= qi)] for j in picks]  # skip the query itself
+        for _ in range(sessions_per_query):
+            order = rng.permutation(shown)
+            for position, j in enumerate(order, start=1):
+                image = results[int(j)]
+                cell = cells[(q, image, position)]
+                cell[0] += 1
+                if rng.uniform() < CLICK_BY_GRADE[relevance(labels[q], labels[image])] / position:
+                    cell[1] += 1
+    return [PairStats(q, i, p, n, c) for (q, i, p), (n, c) in sorted(cells.items())]
+
+
+def training_records(
+    uris: Mapping[str, str], stats: Sequence[PairStats] | None, settings: Settings, ds: str,
+    labels: Mapping[str, str] | None = None,
+) -> tuple[list[PairRecord], dict[str, Any]]:
+    """Self pairs (and click pairs when ``stats`` is given) as ``jobs.build_pairs`` mines them.
+
+    Self pairs: :func:`~visearch.pairs.self_pair_sample` of every image (up to
+    ``train.self_pairs_per_day``, at least all of them here). Click pairs: propensities by EM,
+    then :func:`~visearch.pairs.debiased_click_pairs` with the ``train`` thresholds. No hard
+    negatives (their extra views would cost the clicks run steps at an equal time budget).
+
+    Returns:
+        The records and counts (pairs by source, propensity estimate and, given ``labels``, the
+        share of click pairs whose two images have the same class).
+    """
+    from visearch.distributed import PairRow, assemble_records
+    from visearch.pairs import debiased_click_pairs, estimate_propensities, self_pair_sample
+
+    cfg = settings.train
+    rows = [PairRow(i, i, "self", 1.0, ()) for i in self_pair_sample(uris, ds, max(len(uris), 1))]
+    info: dict[str, Any] = {}
+    if stats is not None:
+        estimate = estimate_propensities(stats)
+        pairs = debiased_click_pairs(stats, estimate.propensity, min_impressions=cfg.min_impressions,
+                                     min_clicks=cfg.min_clicks)
+        rows += [PairRow(p.query_image_id, p.image_id, "click", p.weight, ()) for p in pairs]
+        info["propensity"] = {str(k): round(v, 3) for k, v in sorted(estimate.propensity.items())}
+        info["clicks"] = int(sum(s.clicks for s in stats))
+        info["impressions"] = int(sum(s.impressions for s in stats))
+        if labels is not None and pairs:
+            same = sum(labels[p.query_image_id] == labels[p.image_id] for p in pairs)
+            info["click_pairs_same_class"] = round(same / len(pairs), 3)
+    assembled = assemble_records(rows, uris)
+    info["pairs"] = assembled.by_source()
+    return list(assembled.records), info
+
+
+# -------------------------------------------------------------------------------------- train
+
+
+class BudgetExhaustedError(RuntimeError):
+    """Raised from ``on_step`` to stop a run that went past its wall-clock limit."""
+
+
+def train_records(
+    model_settings: ModelSettings,
+    records: Sequence[PairRecord],
+    cfg: TrainConfig,
+    *,
+    augment_strength: float,
+    checkpoint_dir: Path,
+    stop_after_s: float | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Train a fresh model (seeded) on ``records`` with :func:`visearch.trainer.train`.
+
+    Returns:
+        The trained model and ``{"steps", "seconds", "final_loss", "stopped_early"}``.
+    """
+    import torch
+
+    from visearch.augment import SimCLRAugment
+    from visearch.model import build_model
+    from visearch.preprocess import Preprocessing
+    from visearch.storage import open_store, read_uri
+    from visearch.trainer import PairDataset, train
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_settings)
+    prep = Preprocessing.from_settings(model_settings)
+    dataset = PairDataset(records, read_uri, prep, SimCLRAugment(prep.size, strength=augment_strength,
+                                                                 prep=prep), seed=cfg.seed)
+    store = open_store(checkpoint_dir.as_uri())
+    losses: list[float] = []
+    start = time.perf_counter()
+
+    def on_step(step: int, loss: float) -> None:
+        losses.append(loss)
+        if stop_after_s is not None and time.perf_counter() - start > stop_after_s and step < cfg.steps:
+            raise BudgetExhaustedError(f"stopped at step {step} of {cfg.steps} after {stop_after_s:.0f}s")
+
+    stopped = False
+    try:
+        train(model, dataset, cfg, checkpoint_store=store, checkpoint_prefix="ckpt", resume=False,
+              progress=False, on_step=on_step)
+    except BudgetExhaustedError as exc:
+        log.warning("%s", exc)
+        stopped = True
+    seconds = time.perf_counter() - start
+    model.eval()
+    return model, {"steps": len(losses), "seconds": round(seconds, 1),
+                   "final_loss": round(losses[-1], 4) if losses else None, "stopped_early": stopped}
+
+
+def seconds_per_step(model_settings: ModelSettings, records: Sequence[PairRecord], cfg: TrainConfig,
+                     *, augment_strength: float, checkpoint_dir: Path, steps: int = 4) -> float:
+    """Mean wall-clock seconds of a step, from a probe run of ``steps`` (first one not counted)."""
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    probe = dataclasses.replace(cfg, steps=steps, checkpoint_every=10_000, log_every=10_000)
+    from visearch.augment import SimCLRAugment
+    from visearch.model import build_model
+    from visearch.preprocess import Preprocessing
+    from visearch.storage import open_store, read_uri
+    from visearch.trainer import PairDataset, train
+
+    model = build_model(model_settings)
+    prep = Preprocessing.from_settings(model_settings)
+    dataset = PairDataset(records, read_uri, prep, SimCLRAugment(prep.size, strength=augment_strength,
+                                                                 prep=prep), seed=cfg.seed)
+
+    def on_step(step: int, loss: float) -> None:
+        now = time.perf_counter()
+        if step > 1:
+            times.append(now - last[0])
+        last[0] = now
+
+    store = open_store(checkpoint_dir.as_uri())
+    train(model, dataset, probe, checkpoint_store=store, checkpoint_prefix="probe", resume=False,
+          progress=False, on_step=on_step)
+    return float(np.mean(times)) if times else time.perf_counter() - last[0]
+
+
+# ------------------------------------------------------------------------------------ evaluate
+
+
+def evaluate(
+    embedders: Mapping[str, Any],
+    images: Mapping[str, bytes],
+    labels: Mapping[str, str],
+    judged: Mapping[str, Mapping[str, float]],
+    full: Mapping[str, Mapping[str, float]],
+) -> dict[str, dict[str, float]]:
+    """``{embedder: {"judged_ndcg@10", ..., "corpus_recall@10", "knn@10"}}`` on the held-out images."""
+    from visearch.evaluation import CORPUS, JUDGED, embed_ids, evaluate_vectors, knn_accuracy_at
+
+    ids = sorted(images)
+    out: dict[str, dict[str, float]] = {}
+    for name, embedder in embedders.items():
+        t0 = time.perf_counter()
+        vectors = embed_ids(embedder, images, ids)  # (N, D) unit rows
+        metrics: dict[str, float] = {}
+        for protocol, judgments in ((JUDGED, judged), (CORPUS, full)):
+            for row in evaluate_vectors(name, ids, vectors, judgments, KS, (protocol,)):
+                if row.metric in ("ndcg", "map", "recall"):
+                    metrics[f"{protocol}_{row.name}"] = round(row.value, 4)
+        metrics[f"knn@{KNN_K}"] = round(knn_accuracy_at(ids, vectors, labels, (KNN_K,))[KNN_K], 4)
+        log.info("%s: %s (%.1fs)", name, metrics, time.perf_counter() - t0)
+        out[name] = metrics
+    return out
+
+
+def _loaded(model: Any, registry: Any, config: Mapping[str, Any]) -> LoadedModel:
+    version: str = registry.save(model, config=config)
+    loaded: LoadedModel = registry.load(version)
+    return loaded
+
+
+# ----------------------------------------------------------------------------------------- run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``visearch bench quality``."""
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny run: 20 train + 10 held-out images per class, 0.5 min budget")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CIFAR-10 folder <class>/<image>")
+    parser.add_argument("--train-images", type=int, default=200, help="training images per class")
+    parser.add_argument("--heldout-images", type=int, default=50, help="held-out images per class")
+    parser.add_argument("--budget-minutes", type=float, default=10.0,
+                        help="wall-clock training budget of each learned model")
+    parser.add_argument("--with-clicks", action="store_true",
+                        help="also train self + simulated click pairs at the same budget")
+    parser.add_argument("--sessions-per-query", type=int, default=3,
+                        help="simulated sessions per query image")
+    parser.add_argument("--candidates", type=int, default=50,
+                        help="judged candidates per query (judged protocol)")
+    parser.add_argument("--batch-size", type=int, default=64, help="pairs per training step")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--augment-strength", type=float, default=1.0, help="SimCLR colour-jitter strength")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.quick:
+        args.train_images, args.heldout_images, args.budget_minutes = 20, 10, 0.5
+        args.candidates = min(args.candidates, 20)
+        args.batch_size = min(args.batch_size, 32)
+    for name in ("train_images", "heldout_images", "sessions_per_query", "candidates", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.budget_minutes > 0:
+        raise ValueError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark; print the table, write ``<out>/quality.json``, return the result.
+
+    Raises:
+        ValueError: for invalid sizes or budget, or a data folder with too few images.
+        FileNotFoundError: when the data folder is missing.
+    """
+    import torch
+
+    from visearch.baselines import ColorHistogramEmbedder
+    from visearch.config import ModelSettings, load_settings
+    from visearch.evaluation import random_init_embedder
+    from visearch.preprocess import Preprocessing
+    from visearch.registry import ModelRegistry
+    from visearch.storage import open_store
+    from visearch.trainer import TrainConfig
+
+    _check(args)
+    started = time.perf_counter()
+    load = os.getloadavg()
+    split = select_split(Path(args.data), args.train_images, args.heldout_images, seed=args.seed)
+    heldout_paths = {i.path for i in split.heldout}
+    overlap = sorted(str(i.path) for i in split.train if i.path in heldout_paths)
+    if overlap:  # select_split guarantees this; the benchmark's validity rests on it
+        raise RuntimeError(f"train and held-out sets share {overlap[:3]}")
+
+    with tempfile.TemporaryDirectory(prefix="visearch-quality-") as tmp_name:
+        tmp = Path(tmp_name)
+        settings = load_settings(env={"VISEARCH_LANDING": str(tmp / "landing"),
+                                      "VISEARCH_LAKE": str(tmp / "lake"),
+                                      "VISEARCH_ARTIFACTS": str(tmp / "artifacts")})
+        model_settings = ModelSettings(backbone="resnet18", embed_dim=128, image_size=32, small_stem=True)
+        settings = dataclasses.replace(settings, model=model_settings)
+
+        t0 = time.perf_counter()
+        folder = stage_folder(split.train, tmp / "train-images")
+        uris, train_labels, ingest = land_and_ingest(settings, folder, DS)
+        ingest_s = time.perf_counter() - t0
+        log.info("ingested %d training images in %.1fs", len(uris), ingest_s)
+
+        heldout_labels = {i.image_id: i.label for i in split.heldout}
+        images = {i.image_id: i.path.read_bytes() for i in split.heldout}
+        judged = judgments_for(heldout_labels, candidates=args.candidates, seed=args.seed)
+        full = judgments_for(heldout_labels, candidates=None)
+
+        cfg = TrainConfig.from_settings(settings.train, batch_size=min(args.batch_size, len(uris)),
+                                        lr=args.lr,
+                                        seed=args.seed, checkpoint_every=1_000_000, log_every=50,
+                                        device="cpu", warmup_fraction=0.05)
+        self_records, self_info = training_records(uris, None, settings, DS)
+        runs: dict[str, tuple[list[PairRecord], dict[str, Any]]] = {LEARNED_SELF: (self_records, self_info)}
+        if args.with_clicks:
+            stats = simulate_clicks(train_labels, sessions_per_query=args.sessions_per_query, seed=args.seed)
+            runs[LEARNED_CLICKS] = training_records(uris, stats, settings, DS, train_labels)
+
+        budget_s = 60.0 * args.budget_minutes
+        per_step = seconds_per_step(model_settings, self_records, cfg, augment_strength=args.augment_strength,
+                                    checkpoint_dir=tmp / "probe")
+        steps = max(2, int(budget_s / per_step))
+        cfg = dataclasses.replace(cfg, steps=steps)
+        log.info("%.2fs a step -> %d steps in %.1f min", per_step, steps, args.budget_minutes)
+
+        registry = ModelRegistry(open_store(settings.artifacts))
+        embedders: dict[str, Any] = {COLOR_HISTOGRAM: ColorHistogramEmbedder(),
+                                     RANDOM_INIT: random_init_embedder(
+                                         {**dataclasses.asdict(model_settings), "preprocessing":
+                                          Preprocessing.from_settings(model_settings).to_dict()}, args.seed)}
+        training: dict[str, dict[str, Any]] = {}
+        for name, (records, info) in runs.items():
+            model, summary = train_records(model_settings, records, cfg,
+                                           augment_strength=args.augment_strength,
+                                           checkpoint_dir=tmp / f"ckpt-{name}", stop_after_s=1.25 * budget_s)
+            training[name] = {**summary, **info}
+            embedders[name] = _loaded(model, registry, {"ds": DS, "bench": "quality", "run": name, **summary})
+
+        metrics = evaluate(embedders, images, heldout_labels, judged, full)
+
+    base = metrics[COLOR_HISTOGRAM]
+    rows: list[dict[str, Any]] = []
+    for name, values in metrics.items():
+        row: dict[str, Any] = {"embedder": name, **values}
+        for protocol in ("judged", "corpus"):
+            denominator = base[f"{protocol}_ndcg@10"]
+            row[f"{protocol}_ndcg_vs_hist"] = round(values[f"{protocol}_ndcg@10"] / denominator, 3) \
+                if denominator > 0 else float("nan")
+        row["train_s"] = training.get(name, {}).get("seconds", 0.0)
+        row["steps"] = training.get(name, {}).get("steps", 0)
+        rows.append(row)
+    columns = ["embedder", "judged_ndcg@10", "judged_map@10", "judged_recall@10", "corpus_ndcg@10",
+               "corpus_map@10", "corpus_recall@10", "knn@10", "judged_ndcg_vs_hist", "corpus_ndcg_vs_hist",
+               "train_s", "steps"]
+    print(f"\nretrieval quality on {len(images)} held-out CIFAR-10 photographs "
+          f"({len(uris)} training images, {args.budget_minutes} min budget a model, "
+          f"load average {load[0]:.1f} on {os.cpu_count()} CPUs)")
+    table = print_table(rows, columns)
+    result: dict[str, Any] = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                   if not callable(v)},
+        "model": dataclasses.asdict(model_settings),
+        "train_config": dataclasses.asdict(cfg),
+        "seconds_per_step_probe": round(per_step, 3),
+        "train_images": len(uris),
+        "heldout_images": len(images),
+        "train_ids": sorted(uris),
+        "heldout_ids": sorted(images),
+        "train_paths": sorted(str(i.path) for i in split.train),
+        "heldout_paths": sorted(str(i.path) for i in split.heldout),
+        "judged_queries": len(judged),
+        "judged_pairs": sum(len(v) for v in judged.values()),
+        "grade_counts": {str(g): sum(1 for j in full.values() for v in j.values() if v == g)
+                         for g in (SAME_CLASS, SAME_GROUP, OTHER)},
+        "ingest": {**ingest, "seconds": round(ingest_s, 1)},
+        "training": training,
+        "rows": rows,
+        "table": table,
+        "load_average": [round(x, 2) for x in load],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "torch_threads": torch.get_num_threads(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    path = write_result(args.out, "quality", result, sys.argv)
+    result["path"] = str(path)
+    return result
