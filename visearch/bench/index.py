@@ -1,0 +1,232 @@
+"""``visearch bench index``: our index choice + training + tuning vs autofaiss, at equal memory.
+
+Both systems get the same clustered synthetic vectors (L2-normalised, inner product) and the
+same memory budget, and both are timed end to end (choose, train, add, tune search parameters):
+
+- ``visearch``: :func:`visearch.index.choose_index`, :func:`~visearch.index.train_index`,
+  :class:`~visearch.index.ShardBuilder`, :func:`~visearch.index.tune_nprobe` (tuned on the first
+  half of the queries to ``--target-recall`` within ``--latency-budget-ms``).
+- ``autofaiss``: ``autofaiss.build_index(max_index_memory_usage=..., max_index_query_time_ms=...)``.
+  autofaiss pins numpy < 2 and its own faiss-cpu, which clash with this project's environment, so
+  it runs in a separate virtual environment through a subprocess (``.venv-bench``, made with
+  ``uv venv .venv-bench && uv pip install --python .venv-bench/bin/python autofaiss==2.18.0
+  'pyarrow<20' faiss-cpu==1.8.0.post1``: autofaiss 2.18 calls SWIG constructors with keyword
+  arguments that faiss 1.15 no longer accepts). The index it writes is read back here with our
+  faiss 1.15.1 (the file format is backward compatible), so recall and latency go through exactly
+  the same harness.
+
+Measured on the second half of the queries (held out from our tuning; new vectors, not in the
+database): recall@10 against exact search, median and p99 single-query latency (one query per
+call, parameters set with ``faiss.ParameterSpace`` for both), bytes per vector (serialised
+index size / N) and build time.
+
+Try: visearch bench index --n 100000 --out bench-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
+
+AUTOFAISS_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+from autofaiss import build_index
+vectors_path, index_path, infos_path, budget, latency_ms = sys.argv[1:6]
+x = np.load(vectors_path)
+start = time.perf_counter()
+index, infos = build_index(
+    embeddings=x, index_path=index_path, index_infos_path=infos_path,
+    max_index_memory_usage=budget, current_memory_available="16G", metric_type="ip",
+    max_index_query_time_ms=float(latency_ms), min_nearest_neighbors_to_retrieve=10,
+    save_on_disk=True, verbose=30,
+)
+elapsed = time.perf_counter() - start
+print("AUTOFAISS_RESULT " + json.dumps({"build_s": elapsed, "infos": infos}, default=str), flush=True)
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the benchmark's options."""
+    parser.add_argument("--n", type=int, default=1_000_000, help="database vectors (default 1,000,000)")
+    parser.add_argument("--dim", type=int, default=256, help="vector dimension (default 256)")
+    parser.add_argument("--queries", type=int, default=1000,
+                        help="held-out query vectors: half tune ours, half measure both")
+    parser.add_argument("--clusters", type=int, default=1000, help="clusters of the synthetic data")
+    parser.add_argument("--spread", type=float, default=0.6, help="in-cluster noise relative to centre norm")
+    parser.add_argument("--memory-mb", type=float, default=None,
+                        help="index memory budget for both (default: 1/8 of the raw float32 vectors)")
+    parser.add_argument("--target-recall", type=float, default=0.9, help="our tuning target (recall@10)")
+    parser.add_argument("--latency-budget-ms", type=float, default=5.0,
+                        help="per-query latency budget given to both tuners")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data")
+    parser.add_argument("--bench-python", default=str(DEFAULT_BENCH_PYTHON),
+                        help="python of the environment with autofaiss (default .venv-bench/bin/python)")
+    parser.add_argument("--no-autofaiss", action="store_true", help="measure ours only")
+    parser.add_argument("--quick", action="store_true", help="100,000 vectors (used by `bench all`)")
+
+
+def synthetic(n: int, dim: int, clusters: int, spread: float, seed: int) -> np.ndarray:
+    """(n, dim) L2-normalised float32 vectors around ``clusters`` Gaussian centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    out = np.empty((n, dim), np.float32)
+    step = 100_000
+    for start in range(0, n, step):
+        end = min(n, start + step)
+        x = centres[rng.integers(0, clusters, end - start)]
+        x = x + spread * rng.standard_normal((end - start, dim)).astype(np.float32)
+        out[start:end] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def measure(index: Any, queries: np.ndarray, exact: np.ndarray, params: str, k: int = 10) -> dict[str, float]:
+    """Recall@k and single-query latency of ``index`` with a ParameterSpace string applied."""
+    import faiss
+
+    from visearch.index import recall_at_k
+
+    if params:
+        space: Any = faiss.ParameterSpace()
+        space.set_index_parameters(index, params)
+    _, found = index.search(queries, k)
+    recall = recall_at_k(found, exact, k)
+    index.search(queries[:1], k)  # warm-up
+    times = []
+    for i in range(queries.shape[0]):
+        start = time.perf_counter()
+        index.search(queries[i : i + 1], k)  # (1, d)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return {"recall@10": recall, "p50_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
+
+
+def run_ours(vectors: np.ndarray, tune_q: np.ndarray, tune_exact: np.ndarray, budget: int,
+             args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Choose, train, add and tune our index; return it and what we chose."""
+    from visearch.index import ShardBuilder, choose_index, train_index, tune_nprobe
+
+    start = time.perf_counter()
+    plan = choose_index(vectors.shape[0], vectors.shape[1], budget)
+    rng = np.random.default_rng(args.seed + 1)
+    sample = vectors[np.sort(rng.choice(vectors.shape[0], plan.train_size, replace=False))] \
+        if plan.train_size else vectors[:0]
+    trained = train_index(plan, sample)
+    builder = ShardBuilder(trained)
+    builder.add(vectors, np.arange(vectors.shape[0], dtype=np.int64))
+    index = builder.finish()
+    tuned = tune_nprobe(index, tune_q, tune_exact, args.target_recall, args.latency_budget_ms,
+                        latency_queries=min(100, len(tune_q)))
+    elapsed = time.perf_counter() - start
+    params = []
+    if tuned.nprobe:
+        params.append(f"nprobe={tuned.nprobe}")
+    if tuned.ef_search:
+        params.append(f"quantizer_efSearch={tuned.ef_search}")
+    return index, {"factory": plan.factory, "build_s": elapsed, "params": ",".join(params),
+                   "tune_reached": tuned.reached, "estimated_bytes": plan.estimated_bytes}
+
+
+def run_autofaiss(
+    vectors: np.ndarray, budget: int, args: argparse.Namespace, tmp: Path
+) -> tuple[Any, dict[str, Any]]:
+    """Build with autofaiss in its own environment; return the index read back and its choices.
+
+    Raises:
+        FileNotFoundError: when the autofaiss environment is missing (the message says how to make it).
+        RuntimeError: when autofaiss fails.
+    """
+    import faiss
+
+    python = Path(args.bench_python)
+    if not python.is_file():
+        raise FileNotFoundError(
+            f"{python} not found: create it with `uv venv .venv-bench && uv pip install --python "
+            f".venv-bench/bin/python autofaiss==2.18.0 'pyarrow<20' faiss-cpu==1.8.0.post1` "
+            "(or pass --no-autofaiss)")
+    vectors_path = tmp / "vectors.npy"
+    np.save(vectors_path, vectors)
+    index_path, infos_path = tmp / "autofaiss.index", tmp / "autofaiss_infos.json"
+    budget_str = f"{budget // 1024}KB"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    proc = subprocess.run([str(python), "-c", AUTOFAISS_SCRIPT, str(vectors_path), str(index_path),
+                           str(infos_path), budget_str, str(args.latency_budget_ms)],
+                          capture_output=True, text=True, env=env, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AUTOFAISS_RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"autofaiss failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    result = json.loads(lines[-1][len("AUTOFAISS_RESULT "):])
+    infos = result["infos"] or {}
+    index = faiss.read_index(str(index_path))
+    return index, {"factory": infos.get("index_key", "?"), "build_s": result["build_s"],
+                   "params": infos.get("index_param", ""), "tune_reached": None,
+                   "estimated_bytes": infos.get("size in bytes")}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the comparison, print the table, write ``<out>/index.json``."""
+    import faiss
+
+    from visearch.bench import print_table, write_result
+    from visearch.index import exact_search, index_bytes
+
+    n = 100_000 if args.quick else args.n
+    dim, nq = args.dim, args.queries
+    budget = int(args.memory_mb * 1024 * 1024) if args.memory_mb else n * dim * 4 // 8
+    log.info("bench index: n=%d dim=%d budget=%.1f MB", n, dim, budget / 2**20)
+    data = synthetic(n + nq, dim, args.clusters, args.spread, args.seed)
+    vectors, queries = data[:n], data[n:]  # queries are held out of the database
+    _, exact = exact_search(vectors, queries, 10)
+    half = nq // 2
+    tune_q, tune_exact, eval_q, eval_exact = queries[:half], exact[:half], queries[half:], exact[half:]
+
+    rows: list[dict[str, Any]] = []
+    ours, info = run_ours(vectors, tune_q, tune_exact, budget, args)
+    rows.append({"system": "visearch", **info, "bytes/vector": index_bytes(ours) / n,
+                 **measure(ours, eval_q, eval_exact, info["params"])})
+    del ours
+    notes = []
+    if not args.no_autofaiss:
+        with tempfile.TemporaryDirectory(prefix="visearch-bench-") as tmp:
+            theirs, info = run_autofaiss(vectors, budget, args, Path(tmp))
+            rows.append({"system": "autofaiss", **info, "bytes/vector": index_bytes(theirs) / n,
+                         **measure(theirs, eval_q, eval_exact, info["params"])})
+        notes.append("autofaiss 2.18.0 ran in .venv-bench (numpy 1.26, faiss-cpu 1.8.0.post1) via subprocess")
+    columns = ["system", "factory", "params", "build_s", "bytes/vector", "recall@10", "p50_ms", "p99_ms"]
+    print(f"\nindex bench: {n} x {dim} vectors, {args.clusters} clusters, budget {budget / 2**20:.1f} MB, "
+          f"{len(eval_q)} held-out queries, faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
+    print_table(rows, columns)
+    result = {"n": n, "dim": dim, "memory_budget_bytes": budget, "queries": len(eval_q),
+              "target_recall": args.target_recall, "latency_budget_ms": args.latency_budget_ms,
+              "faiss_threads": faiss.omp_get_max_threads(), "rows": rows, "notes": notes}
+    write_result(args.out, "index", result, sys.argv)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m visearch.bench.index``."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="bench-results", help="folder for index.json")
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
