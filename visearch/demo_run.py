@@ -85,9 +85,9 @@ def summarize(settings: Settings, days: list[str], timings: dict[str, float]) ->
 
 def run_demo(args: argparse.Namespace) -> int:
     """Generate demo data and run the nightly DAG for each demo day."""
-    from visearch.airflow_env import airflow_env, dags_test, init_airflow
-
     import os
+
+    from visearch.airflow_env import airflow_env, dags_test, init_airflow
 
     # Demo-sized training unless the user chose otherwise (the jobs read it from the environment).
     os.environ.setdefault("VISEARCH_TRAIN__STEPS", str(args.train_steps))

@@ -70,7 +70,8 @@ def estimate_propensities(
     gamma = np.full(len(pairs), 0.5)
     converged = False
     iteration = 0
-    for iteration in range(1, max_iter + 1):
+    for step in range(1, max_iter + 1):
+        iteration = step
         t, g = theta[pi], gamma[qi]
         no_click = np.maximum(1.0 - t * g, 1e-12)
         # E-step for the non-clicked impressions: examined but not attractive / attractive but not examined.

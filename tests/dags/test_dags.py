@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def test_nightly__task_graph_is_the_designed_chain(tmp_path: Path) -> None:
              "publish_index"]
     expected = {("ingest_images", "ingest_interactions"), ("ingest_interactions", "online_metrics"),
                 ("ingest_interactions", "quality_gate")}
-    expected |= set(zip(chain, chain[1:], strict=False))
+    expected |= set(itertools.pairwise(chain))
     assert edges == expected
     assert info["pools"]["train"] == info["pools"]["embed"] == "visearch_gpu"  # type: ignore[index]
     assert set(info["retries"].values()) == {2}  # type: ignore[union-attr]  # default retries
