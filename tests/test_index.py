@@ -40,12 +40,12 @@ def test_choose_index__tiers_follow_the_memory_budget() -> None:
     assert choose_index(n, dim, 40 * MB).kind == "ivf_sq8"
     pq = choose_index(n, dim, 6 * MB)
     assert pq.kind == "ivf_pq" and pq.factory == f"IVF{pq.nlist},PQ{pq.m}" and pq.m == 16
-    # 8 MB fits 24-byte codes; 24 does not divide 128, so OPQ rotates into 24 * 6 = 144 dims.
-    opq = choose_index(n, dim, 8 * MB)
-    assert opq.kind == "opq_ivf_pq" and opq.factory == f"OPQ24_144,IVF{opq.nlist},PQ24"
     big = choose_index(5_000_000, 256, 256 * MB)
     assert big.kind == "opq_ivf_hnsw_pq"
     assert big.factory == f"OPQ{big.m},IVF{big.nlist}_HNSW32,PQ{big.m}" and 256 % big.m == 0
+    # 128e6 bytes for 1M vectors fit 104-byte codes; 104 does not divide 256: OPQ rotates into 312 dims.
+    padded = choose_index(1_000_000, 256, 128_000_000)
+    assert padded.factory == f"OPQ104_312,IVF{padded.nlist}_HNSW32,PQ104"
 
 
 @pytest.mark.parametrize("n", [50_000, 100_000, 1_000_000, 10_000_000, 1_000_000_000])

@@ -153,7 +153,7 @@ class SearchSettings:
     overfetch: int = 3
     max_fetch: int = 2000
     phash_max_distance: int = 4
-    dup_cosine: float = 0.995
+    dup_cosine: float = 0.99995
     nprobe: int = 0
     reload_interval_s: float = 5.0
     max_bytes: int = 10 * 1024 * 1024

@@ -4,11 +4,10 @@ The choice follows Faiss's own guidelines ("Guidelines to choose an index" on th
 
 - exact search (``Flat``) for small collections that fit the memory budget;
 - ``IVF{nlist},Flat`` when the raw vectors fit, ``IVF{nlist},SQ8`` (d bytes a vector) next;
-- ``IVF{nlist},PQ{m}`` when only a product-quantised code fits (``OPQ{m}_{d'},IVF{nlist},PQ{m}``
-  when the largest code that fits has an ``m`` that does not divide the dimension: OPQ rotates into
-  ``d' = m * ceil(d / m)``), and from a million vectors on ``OPQ{m},IVF{nlist}_HNSW32,PQ{m}``
-  (rotation for better codes, an HNSW coarse quantizer so that assigning a query to its lists stays
-  cheap with many lists);
+- ``IVF{nlist},PQ{m}`` when only a product-quantised code fits, and from a million vectors on
+  ``OPQ{m},IVF{nlist}_HNSW32,PQ{m}`` (rotation for better codes, an HNSW coarse quantizer so that
+  assigning a query to its lists stays cheap with many lists; there ``m`` need not divide the
+  dimension: OPQ rotates into ``m * ceil(d / m)`` dimensions, ``OPQ{m}_{d'}``);
 - ``nlist`` a power of two in ``[4 sqrt(N), 16 sqrt(N)]``; 30 to 256 training points a centroid.
 
 Embeddings are L2-normalised, so every index uses ``METRIC_INNER_PRODUCT`` (= cosine). Every index
@@ -160,9 +159,13 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int) -> IndexPlan:
         fixed = _quantizer_bytes(nlist, dim2, large) + codebooks + (dim * dim2 * 4 if opq else 0)
         return n * (math.ceil(m * nbits / 8) + ID_BYTES) + fixed, dim2, opq
 
-    # Divisors of dim need no rotation; multiples of 8 use OPQ's output dimension to fit the budget.
-    options = sorted({m for m in range(1, dim // 2 + 1) if dim % m == 0} | set(range(8, dim // 2 + 1, 8)))
-    fitting = [m for m in options if cost(m)[0] <= memory_budget_bytes]
+    # Divisors of dim need no rotation. From LARGE_N on, where OPQ is trained anyway, multiples of 8
+    # may use OPQ's output dimension to fit the budget more closely. Below it they are not offered:
+    # OPQ training with many sub-quantizers costs far more than the IVF-PQ it feeds.
+    options = {m for m in range(1, dim // 2 + 1) if dim % m == 0}
+    if large:
+        options |= set(range(8, dim // 2 + 1, 8))
+    fitting = [m for m in sorted(options) if cost(m)[0] <= memory_budget_bytes]
     if not fitting:
         raise ValueError(
             f"memory budget {memory_budget_bytes} bytes is too small for {n} vectors of dim {dim}: "
@@ -172,7 +175,7 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int) -> IndexPlan:
     estimated, dim2, opq = cost(m)
     code = f"PQ{m}" if nbits == 8 else f"PQ{m}x{nbits}"
     rotation = (f"OPQ{m}" if dim2 == dim else f"OPQ{m}_{dim2}") + "," if opq else ""
-    kind = "opq_ivf_hnsw_pq" if large else ("opq_ivf_pq" if opq else "ivf_pq")
+    kind = "opq_ivf_hnsw_pq" if large else "ivf_pq"
     return IndexPlan(kind=kind, factory=f"{rotation}{ivf},{code}", nlist=nlist, m=m, nbits=nbits,
                      train_size=_train_size(n, nlist, 1 << nbits), default_nprobe=nprobe,
                      estimated_bytes=estimated, **common)
@@ -612,10 +615,8 @@ def tune_nprobe(
     else:
         reached = False
         within = [p for p in curve if p.p50_ms <= latency_budget_ms]
-        if within:
-            chosen = max(within, key=lambda p: (p.recall, -p.p50_ms))
-        else:
-            chosen = min(curve, key=lambda p: p.p50_ms)
+        best_within = max(within, key=lambda p: (p.recall, -p.p50_ms)) if within else None
+        chosen = best_within or min(curve, key=lambda p: p.p50_ms)
         log.warning("target recall@%d %.3f not reached within %.2fms; chose nprobe=%d (recall %.4f)",
                     k, target_recall, latency_budget_ms, chosen.nprobe, chosen.recall)
     return TuneResult(nprobe=chosen.nprobe, ef_search=chosen.ef_search, recall=chosen.recall,

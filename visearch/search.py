@@ -292,6 +292,15 @@ def _elapsed_ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+def warm_up(model: LoadedModel, calls: int = 2) -> None:
+    """Run the model on a blank batch so the first real query does not pay for TorchScript's
+    profiling and optimisation passes (hundreds of ms on the first calls)."""
+    size = model.prep.size
+    blank = torch.zeros(1, 3, size, size)  # (1, 3, S, S)
+    for _ in range(calls):
+        model.embed_tensors(blank)
+
+
 def check_k(k: int, settings: SearchSettings) -> int:
     """``k`` as an int in ``[1, settings.max_k]``.
 
@@ -405,6 +414,7 @@ class Searcher:
                 else:
                     registry = ModelRegistry(self.store)
                     model = registry.load_exported(manifest.model_version, device=self.device)
+                    warm_up(model)
                 if model.embed_dim != manifest.dim:
                     raise ValueError(f"model {model.version} embeds in {model.embed_dim} dimensions, "
                                      f"index {manifest.build_id} holds {manifest.dim}")
