@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import shutil
-import subprocess
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -226,17 +225,6 @@ class IndexManifest:
     def with_changes(self, **changes: Any) -> IndexManifest:
         """A copy with fields replaced."""
         return replace(self, **changes)
-
-
-def git_sha() -> str:
-    """The repository's HEAD commit, or ``"unknown"`` outside a git checkout."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
 
 
 def write_manifest(store: ObjectStore, manifest: IndexManifest) -> str:

@@ -19,9 +19,7 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
-import subprocess
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -37,6 +35,7 @@ from torch import nn
 
 from visearch.model import Architecture, EmbeddingModel, unwrap
 from visearch.preprocess import Preprocessing, preprocess
+from visearch.provenance import git_sha
 from visearch.storage import ObjectStore, sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -45,25 +44,6 @@ MODELS = "models"
 CHAMPION_KEY = f"{MODELS}/CHAMPION"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _EXPORT_TOLERANCE = 1e-5
-
-
-def git_sha() -> str:
-    """The repository's HEAD commit (``$VISEARCH_GIT_SHA`` wins), or ``"unknown"``."""
-    if os.environ.get("VISEARCH_GIT_SHA"):
-        return os.environ["VISEARCH_GIT_SHA"]
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    sha = done.stdout.strip()
-    return sha if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else "unknown"
 
 
 def state_dict_hash(state: Mapping[str, torch.Tensor]) -> str:
