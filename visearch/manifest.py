@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from visearch.index import IdExcluder, IvfInfo, ivf_info
 from visearch.index import search as index_search
+from visearch.provenance import git_sha as git_sha  # re-exported for builders of manifests
 from visearch.shards import merge_topk
 from visearch.storage import ObjectStore, sha256_bytes, sha256_file
 
