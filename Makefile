@@ -8,7 +8,7 @@ JARS_CP := .jars.classpath
 STAMP := $(VENV)/.visearch-setup-stamp
 MVN_EXCLUDE_GROUPS := org.scala-lang,org.apache.logging.log4j,org.slf4j,org.apache.parquet,org.xerial.snappy,commons-logging,commons-pool,com.github.luben,io.airlift,javax.annotation,com.google.code.findbugs,org.locationtech.jts,org.roaringbitmap,com.fasterxml.jackson.core
 MVN_EXCLUDE_ARTIFACTS := hadoop-client-runtime,hadoop-client-api
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=40
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help setup run test test-fast lint bench bench-quality clean validate-infra lock
