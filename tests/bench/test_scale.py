@@ -180,3 +180,18 @@ def test_run__tiny_sizes_through_ingest(tmp_path: Path, spark: Any) -> None:
     assert result["fits"]["demo"]["time"] is not None
     assert (tmp_path / "out" / "scale.json").is_file() and (tmp_path / "out" / "scale.png").is_file()
     assert not (tmp_path / "out" / "scale-work" / "n100").exists()  # removed without --keep
+
+
+def test_included_rows__adds_earlier_sizes_and_refuses_a_repeated_size(tmp_path: Path) -> None:
+    from visearch.bench.scale import included_rows
+
+    earlier = tmp_path / "scale-partial.json"
+    earlier.write_text(json.dumps({"rows": [{"stage": "embed", "images": 64000, "seconds": 9.0,
+                                             "peak_rss_mb": 900.0, "status": "ok"}]}))
+    rows = included_rows([earlier], sizes=(1000, 4000))
+    assert [(r["stage"], r["images"]) for r in rows] == [("embed", 64000)]
+    with pytest.raises(ValueError, match="64000"):
+        included_rows([earlier], sizes=(64000,))
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="no 'rows'"):
+        included_rows([tmp_path / "bad.json"], sizes=(1000,))

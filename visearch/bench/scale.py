@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import json
 import logging
 import math
 import os
@@ -405,6 +406,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the corpora are generated (default <out>/scale-work; removed after "
                              "each size unless --keep)")
     parser.add_argument("--keep", action="store_true", help="keep each size's landing/lake/artifacts")
+    parser.add_argument("--include", action="append", default=[], metavar="SCALE_JSON",
+                        help="add the rows of an earlier run (its scale.json or scale-partial.json) before "
+                             "fitting, e.g. the largest size measured on its own; repeatable")
 
 
 def _selected_stages(text: str) -> tuple[tuple[str, str], ...]:
@@ -414,6 +418,24 @@ def _selected_stages(text: str) -> tuple[tuple[str, str], ...]:
     if unknown or not wanted:
         raise ValueError(f"unknown stages {unknown} in --stages {text!r}; known: {list(known)}")
     return tuple((s, m) for s, m in STAGES if s in wanted)
+
+
+def included_rows(paths: Sequence[str | Path], sizes: Sequence[int]) -> list[dict[str, Any]]:
+    """Rows of earlier runs (``scale.json`` or ``scale-partial.json``) for sizes this run does not measure.
+
+    Raises:
+        ValueError: when a file has no ``rows`` or repeats a size this run measures.
+    """
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data.get("rows"), list):
+            raise ValueError(f"{path}: no 'rows' list; expected a scale.json or scale-partial.json")
+        clash = sorted({int(r["images"]) for r in data["rows"]} & set(sizes))
+        if clash:
+            raise ValueError(f"{path}: sizes {clash} are measured again by this run; drop them from --sizes")
+        rows += [dict(r) for r in data["rows"]]
+    return rows
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -447,18 +469,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     available = {name: stage_available(module) for name, module in stages}
     log.info("bench scale: sizes %s, stages %s", sizes, available)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = included_rows(getattr(args, "include", None) or [], sizes)
+    out.mkdir(parents=True, exist_ok=True)
     try:
         for size in sizes:
             root = workdir / f"n{size}"
             rows += measure_size(size, root, base, stages, days=args.days, seed=args.seed,
                                  image_px=args.image_px, start_ds=args.start_ds, spark_factory=spark_factory)
+            # Written after every size, so a long run that is stopped keeps what it measured.
+            (out / "scale-partial.json").write_text(json.dumps({"rows": rows}, indent=1, default=str))
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)
     finally:
         if session.get("owned"):
             session["spark"].stop()
-    meta = {"sizes": list(sizes), "days": args.days, "image_px": args.image_px, "seed": args.seed,
+    meta = {"sizes": sorted({int(r["images"]) for r in rows}), "days": args.days, "image_px": args.image_px, "seed": args.seed,
             "stages": [s for s, _ in stages], "available": available,
             "spark_master": base.spark.master, "workdir": str(workdir)}
     result = report(rows, out, meta, argv=sys.argv)
