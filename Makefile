@@ -11,7 +11,7 @@ MVN_EXCLUDE_ARTIFACTS := hadoop-client-runtime,hadoop-client-api
 PYTEST_ARGS ?= --durations=40
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup run test test-fast lint bench bench-quality clean validate-infra lock
+.PHONY: help setup run test test-fast lint bench bench-env bench-quality clean validate-infra lock
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -47,14 +47,22 @@ lint: setup ## ruff on everything, mypy strict on the package
 	$(VENV)/bin/ruff check visearch jobs dags tests
 	$(VENV)/bin/mypy
 
-bench: setup ## All benchmarks (tables printed, JSON in bench-results/)
+BENCH_VENV := .venv-bench
+# autofaiss (the index benchmark's comparison) pins numpy 1.x and an old faiss-cpu: its own venv.
+$(BENCH_VENV)/bin/python: | $(PY)
+	$(UV) venv -q --python $(PY_VERSION) $(BENCH_VENV)
+	$(UV) pip install --python $(BENCH_VENV)/bin/python -q autofaiss==2.18.0 'pyarrow<20' faiss-cpu==1.8.0.post1
+
+bench-env: $(BENCH_VENV)/bin/python ## The separate venv with autofaiss for `visearch bench index`
+
+bench: setup bench-env ## All benchmarks (tables printed, JSON in bench-results/)
 	$(PY) -m visearch.cli bench all --out bench-results
 
 bench-quality: setup ## Retrieval quality on real photographs (../shared/data/cifar10-train)
 	$(PY) -m visearch.cli bench quality --out bench-results
 
 clean: ## Remove generated data (.visearch/) and caches in the tree
-	rm -rf .visearch bench-results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .visearch bench-results .venv-bench .pytest_cache .mypy_cache .ruff_cache
 
 validate-infra: setup ## Check infra/ (Terraform fmt + HCL/IAM rules, YAML/schemas, Helm keys, Dockerfile lint)
 	$(PY) -m pytest tests/infra -q

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("visearch.search_cli", "search the published index with an image (optionally a crop)"),
     "serve": ("visearch.server", "serve the published index over HTTP"),
     "index": ("visearch.publish", "index operations: list builds, rollback"),
+    "embeddings": ("visearch.embeddings_export", "export a model version's embeddings to .npy (for benchmarks)"),
     "plan": ("visearch.plan", "capacity plan for a corpus of N images from measured throughputs"),
 }
 

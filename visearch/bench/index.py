@@ -79,6 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="python of the environment with autofaiss (default .venv-bench/bin/python)")
     parser.add_argument("--no-autofaiss", action="store_true", help="measure ours only")
     parser.add_argument("--quick", action="store_true", help="100,000 vectors (used by `bench all`)")
+    parser.add_argument("--vectors", default=None,
+                        help="real embeddings instead of synthetic data: a .npy of shape (n, dim), float32, "
+                             "e.g. written by `visearch embeddings export`; --n, --dim, --clusters and --spread "
+                             "are then ignored and the last --queries rows are the held-out queries")
 
 
 def synthetic(n: int, dim: int, clusters: int, spread: float, seed: int) -> np.ndarray:
@@ -93,6 +97,24 @@ def synthetic(n: int, dim: int, clusters: int, spread: float, seed: int) -> np.n
         x = x + spread * rng.standard_normal((end - start, dim)).astype(np.float32)
         out[start:end] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
+
+
+def load_vectors(path: str | Path, queries: int, seed: int) -> np.ndarray:
+    """Real embeddings from a ``.npy`` file, L2-normalised, rows shuffled with ``seed``.
+
+    Raises:
+        ValueError: when the array is not 2-D, has non-finite values, or has no more rows than ``queries``.
+    """
+    data = np.load(path, mmap_mode="r")
+    if data.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D array (n, dim), got shape {data.shape}")
+    if data.shape[0] <= queries:
+        raise ValueError(f"{path}: {data.shape[0]} rows, need more than --queries {queries}")
+    out = np.array(data, dtype=np.float32)  # a writable copy of the memory-mapped file
+    if not np.isfinite(out).all():
+        raise ValueError(f"{path}: non-finite values in the embeddings")
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out[np.random.default_rng(seed).permutation(len(out))]
 
 
 def measure(index: Any, queries: np.ndarray, exact: np.ndarray, params: str, k: int = 10) -> dict[str, float]:
@@ -184,11 +206,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from visearch.bench import print_table, write_result
     from visearch.index import exact_search, index_bytes
 
-    n = 100_000 if args.quick else args.n
-    dim, nq = args.dim, args.queries
+    nq = args.queries
+    source = getattr(args, "vectors", None)
+    if source:
+        data = load_vectors(source, nq, args.seed)
+        n, dim = data.shape[0] - nq, data.shape[1]
+    else:
+        n = 100_000 if args.quick else args.n
+        dim = args.dim
+        data = synthetic(n + nq, dim, args.clusters, args.spread, args.seed)
     budget = int(args.memory_mb * 1024 * 1024) if args.memory_mb else n * dim * 4 // 8
-    log.info("bench index: n=%d dim=%d budget=%.1f MB", n, dim, budget / 2**20)
-    data = synthetic(n + nq, dim, args.clusters, args.spread, args.seed)
+    log.info("bench index: n=%d dim=%d budget=%.1f MB, data %s", n, dim, budget / 2**20, source or "synthetic")
     vectors, queries = data[:n], data[n:]  # queries are held out of the database
     _, exact = exact_search(vectors, queries, 10)
     half = nq // 2
@@ -207,10 +235,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          **measure(theirs, eval_q, eval_exact, info["params"])})
         notes.append("autofaiss 2.18.0 ran in .venv-bench (numpy 1.26, faiss-cpu 1.8.0.post1) via subprocess")
     columns = ["system", "factory", "params", "build_s", "bytes/vector", "recall@10", "p50_ms", "p99_ms"]
-    print(f"\nindex bench: {n} x {dim} vectors, {args.clusters} clusters, budget {budget / 2**20:.1f} MB, "
+    what = f"real embeddings from {source}" if source else f"{args.clusters} clusters"
+    print(f"\nindex bench: {n} x {dim} vectors, {what}, budget {budget / 2**20:.1f} MB, "
           f"{len(eval_q)} held-out queries, faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
     print_table(rows, columns)
-    result = {"n": n, "dim": dim, "memory_budget_bytes": budget, "queries": len(eval_q),
+    result = {"n": n, "dim": dim, "data": source or "synthetic", "memory_budget_bytes": budget, "queries": len(eval_q),
               "target_recall": args.target_recall, "latency_budget_ms": args.latency_budget_ms,
               "faiss_threads": faiss.omp_get_max_threads(), "rows": rows, "notes": notes}
     write_result(args.out, "index", result, sys.argv)
