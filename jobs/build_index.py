@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from visearch import tables
+from visearch import faults, tables
 from visearch.config import Settings
 from visearch.index import (
     IndexPlan,
@@ -187,6 +187,7 @@ def _write_shards(
                 path = Path(tmp) / "shard.faiss"
                 faiss.write_index(index, str(path))
                 sha = store.put_file(key, path)
+                faults.point(faults.SHARD_UPLOADED_POINT, key)  # tests: killed with some shards uploaded
                 ids_path = Path(tmp) / "shard.ids.parquet"
                 extra = {c: [v for chunk in state[c] for v in chunk] for c in IDS_METADATA_COLUMNS}
                 image_ids = list(itertools.chain.from_iterable(state["image_ids"]))

@@ -61,6 +61,16 @@ class S3Settings:
     region: str = "us-east-1"
     path_style: bool = True
     multipart_threshold_mb: int = 64
+    # Transient failures (5xx, throttling, dropped connections) are retried with backoff: by boto3
+    # (retry_mode, max_attempts in all) and by Spark's S3A (fs.s3a.attempts.maximum / retry.limit).
+    max_attempts: int = 10
+    retry_mode: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"s3.max_attempts must be >= 1, got {self.max_attempts}")
+        if self.retry_mode not in ("standard", "adaptive", "legacy"):
+            raise ValueError(f"s3.retry_mode must be standard, adaptive or legacy, got {self.retry_mode!r}")
 
 
 @dataclass(frozen=True)

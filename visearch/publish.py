@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from visearch import faults
 from visearch.index import recall_at_k
 from visearch.manifest import (
     CURRENT_FILE,
@@ -141,6 +142,7 @@ def publish_build(
     _append_history(store, name, {"event": "publish", "build_id": build_id, "ds": ds, "at": _now(),
                                   "previous": previous, "created_ds": manifest.created_ds,
                                   "recall": report.recall if report else None})
+    faults.point(faults.BEFORE_CURRENT_POINT, build_id)  # tests: killed between HISTORY and CURRENT
     store.write_pointer(f"{index_prefix(name)}/{CURRENT_FILE}", build_id)
     log.info("published %s/%s (was %s)", name, build_id, previous)
 

@@ -90,8 +90,13 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
             "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider,"
             "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
         ),
-        "spark.hadoop.fs.s3a.attempts.maximum": "10",
-        "spark.hadoop.fs.s3a.retry.limit": "10",
+        # Transient failures are retried twice over: by the AWS SDK inside each S3A call
+        # (attempts.maximum) and by S3A around it (retry.limit, with retry.interval backoff;
+        # throttling has its own limit). 5xx answers count as transient.
+        "spark.hadoop.fs.s3a.attempts.maximum": str(settings.s3.max_attempts),
+        "spark.hadoop.fs.s3a.retry.limit": str(settings.s3.max_attempts),
+        "spark.hadoop.fs.s3a.retry.throttle.limit": str(2 * settings.s3.max_attempts),
+        "spark.hadoop.fs.s3a.retry.http.5xx.errors": "true",
         "spark.hadoop.fs.s3a.change.detection.mode": "none",
         "spark.hadoop.fs.s3a.bucket.probe": "0",
         "spark.delta.logStore.s3.impl": "io.delta.storage.S3SingleDriverLogStore",

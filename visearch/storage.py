@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
+from visearch import faults
 from visearch.config import S3Settings
 
 log = logging.getLogger(__name__)
@@ -160,15 +161,21 @@ class LocalStore(ObjectStore):
         def writer(handle: BinaryIO, digest: Any) -> None:
             handle.write(data)
             digest.update(data)
+            if faults.armed(faults.PARTIAL_WRITE_POINT, key):
+                handle.flush()
+                faults.point(faults.PARTIAL_WRITE_POINT, key)
 
         return self._atomic_write(key, writer)
 
     def put_file(self, key: str, path: str | Path) -> str:
         def writer(handle: BinaryIO, digest: Any) -> None:
             with open(path, "rb") as src:
-                for chunk in iter(lambda: src.read(_CHUNK), b""):
+                for number, chunk in enumerate(iter(lambda: src.read(_CHUNK), b"")):
                     handle.write(chunk)
                     digest.update(chunk)
+                    if number == 0 and faults.armed(faults.PARTIAL_WRITE_POINT, key):
+                        handle.flush()  # a torn temporary file: the first chunk only
+                        faults.point(faults.PARTIAL_WRITE_POINT, key)
 
         return self._atomic_write(key, writer)
 
@@ -220,6 +227,7 @@ class S3Store(ObjectStore):
         return join(self.prefix, key) if self.prefix else key.strip("/")
 
     def put_bytes(self, key: str, data: bytes) -> str:
+        faults.point(faults.PARTIAL_WRITE_POINT, key)
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         return sha256_bytes(data)
 
@@ -228,7 +236,8 @@ class S3Store(ObjectStore):
 
         threshold = self.settings.multipart_threshold_mb * 1024 * 1024
         config = TransferConfig(multipart_threshold=threshold, multipart_chunksize=max(threshold, 5 << 20))
-        self.client.upload_file(str(path), self.bucket, self._key(key), Config=config)
+        callback = faults.progress_point(faults.PARTIAL_WRITE_POINT, key)  # None unless a test armed it
+        self.client.upload_file(str(path), self.bucket, self._key(key), Config=config, Callback=callback)
         return sha256_file(path)
 
     def get_bytes(self, key: str) -> bytes:
@@ -287,13 +296,19 @@ def s3_settings_from_env() -> S3Settings:
 
 
 def make_s3_client(settings: S3Settings) -> Any:
-    """A boto3 S3 client for the endpoint, path-style where configured, with retries."""
+    """A boto3 S3 client for the endpoint, path-style where configured, with retries.
+
+    Throttling, 5xx answers and dropped or refused connections are retried with exponential
+    backoff and jitter, ``settings.max_attempts`` attempts in all (``settings.retry_mode``:
+    ``standard``, or ``adaptive`` to also rate-limit the client when throttled).
+    """
     import boto3
     from botocore.config import Config
 
+    retries: Any = {"total_max_attempts": settings.max_attempts, "mode": settings.retry_mode}
     config = Config(
         s3={"addressing_style": "path" if settings.path_style else "auto"},
-        retries={"max_attempts": 10, "mode": "standard"},
+        retries=retries,
         connect_timeout=10,
         read_timeout=60,
         # Plain checksums only: S3-compatible servers often lack the newer aws-chunked trailers.

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from visearch import faults
 from visearch.config import Settings
 from visearch.spark import to_spark_path
 from visearch.storage import join
@@ -176,7 +177,7 @@ def replace_partition(
     """
     ensure(spark, settings, table)
     (
-        conform(df, table)
+        faults.spark_write_point(conform(df, table), table.name)
         .write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", where)

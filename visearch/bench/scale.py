@@ -483,7 +483,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if session.get("owned"):
             session["spark"].stop()
-    meta = {"sizes": sorted({int(r["images"]) for r in rows}), "days": args.days, "image_px": args.image_px, "seed": args.seed,
+    meta = {"sizes": sorted({int(r["images"]) for r in rows}), "days": args.days, "image_px": args.image_px,
+            "seed": args.seed,
             "stages": [s for s, _ in stages], "available": available,
             "spark_master": base.spark.master, "workdir": str(workdir)}
     result = report(rows, out, meta, argv=sys.argv)
