@@ -200,6 +200,7 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None, timer
             settings_json=settings.to_json(), model_version=version, batch_size=settings.embed.batch_size,
             decode_workers=settings.embed.decode_workers, use_gpu=settings.embed.use_gpu,
             amp=settings.embed.amp, cpu_threads=_cpu_threads(spark, tasks),
+            cpu_optimize=settings.embed.cpu_optimize,
         )
         if tasks:
             results = (candidates.repartition(tasks)

@@ -153,6 +153,22 @@ def test_cached_model__loads_once_per_process_and_version(
     E.clear_model_cache()
 
 
+def test_cached_model__cpu_optimised_model_gives_the_eager_embeddings(
+    artifacts: Settings, version: str, images: list[bytes]
+) -> None:
+    from visearch.preprocess import preprocess
+
+    E.clear_model_cache()
+    eager = E.cached_model(artifacts.artifacts, version, "cpu")
+    fast = E.cached_model(artifacts.artifacts, version, "cpu", cpu_optimize=True)
+    assert fast is not eager and isinstance(fast.model, torch.jit.ScriptModule)
+    assert E.cached_model(artifacts.artifacts, version, "cpu", cpu_optimize=True) is fast  # cached too
+    batch = torch.stack([preprocess(b, eager.prep) for b in images])  # (10, 3, 32, 32)
+    for rows in (batch[:1], batch[:3], batch):  # the traced batch size (2) is not baked in
+        np.testing.assert_allclose(fast.embed_tensors(rows), eager.embed_tensors(rows), atol=1e-5)
+    E.clear_model_cache()
+
+
 def test_cached_model__unknown_version_is_an_error(artifacts: Settings) -> None:
     with pytest.raises(FileNotFoundError, match="nope"):
         E.cached_model(artifacts.artifacts, "nope", "cpu")

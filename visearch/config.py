@@ -92,6 +92,7 @@ class ModelSettings:
     image_size: int = 64
     small_stem: bool = False
     init_weights: str = ""
+    width: int = 64  # ResNet channels of the stem (stages w, 2w, 4w, 8w); 64 is torchvision's
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -127,6 +128,7 @@ class EmbedSettings:
     decode_workers: int = 2
     use_gpu: bool = True
     amp: bool = True
+    cpu_optimize: bool = True  # freeze + fold batch norms for CPU inference (fp32, same embeddings)
 
 
 @dataclass(frozen=True)

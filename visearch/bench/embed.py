@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16-cpu", action="store_true",
                         help="add a pipeline_bf16 row on CPU (bf16 autocast: faster on AVX512-BF16/AMX CPUs, "
                              "but not the job's fp32 embeddings)")
+    parser.add_argument("--no-cpu-optimize", dest="cpu_optimize", action="store_false",
+                        help="measure (a) and (b) with the eager model instead of the job's default "
+                             "frozen CPU model (embed.cpu_optimize)")
     parser.add_argument("--quick", action="store_true",
                         help="48 files, 256 images per mode (32 for ResNet-50), one repeat (`bench all`)")
 
@@ -104,11 +107,16 @@ def _timed(fn: Callable[[], int]) -> tuple[float, int]:
 
 
 def _measure(case: Case, paths: list[Path], *, batch_size: int, workers: int, threads: int,
-             repeats: int, seed: int, bf16_cpu: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows for modes (a), (b), (c) of one case, and the ratio row."""
+             repeats: int, seed: int, bf16_cpu: bool,
+             cpu_optimize: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows for modes (a), (b), (c) of one case, and the ratio row.
+
+    (a) and (b) use the model as the job does: channels-last, and on CPU with ``cpu_optimize``
+    frozen for inference; a ``pipeline_eager`` row then shows (b) with the eager model.
+    """
     import torch
 
-    from visearch.embedder import BatchEmbedder, EmbedItem
+    from visearch.embedder import BatchEmbedder, EmbedItem, optimize_for_cpu
     from visearch.model import EmbeddingModel
     from visearch.preprocess import Preprocessing, preprocess
     from visearch.registry import LoadedModel
@@ -124,6 +132,10 @@ def _measure(case: Case, paths: list[Path], *, batch_size: int, workers: int, th
         prep=prep, config={"embed_dim": case.embed_dim}, version=f"bench-{case.name}", device=device,
     )
     fast.model.load_state_dict(naive_model.state_dict())
+    eager_cl = fast
+    optimised = cpu_optimize and device.type == "cpu"
+    if optimised:
+        fast = dataclasses.replace(eager_cl, model=optimize_for_cpu(eager_cl.model, case.image_size))
     amp = device.type == "cuda"
     paths = [paths[i % len(paths)] for i in range(case.images)]  # files cycled: read and decoded each time
     n = len(paths)
@@ -149,8 +161,13 @@ def _measure(case: Case, paths: list[Path], *, batch_size: int, workers: int, th
         sync()
         return done
 
+    def pipeline_eager() -> int:
+        with BatchEmbedder(eager_cl, batch_size=batch_size, decode_workers=workers, amp=amp) as engine:
+            done = sum(len(b.image_ids) for b in engine.embed(EmbedItem(p.name, p.as_uri()) for p in paths))
+        return done
+
     def pipeline_bf16() -> int:
-        with BatchEmbedder(fast, batch_size=batch_size, decode_workers=workers, cpu_amp=True) as engine:
+        with BatchEmbedder(eager_cl, batch_size=batch_size, decode_workers=workers, cpu_amp=True) as engine:
             done = sum(len(b.image_ids) for b in engine.embed(EmbedItem(p.name, p.as_uri()) for p in paths))
         return done
 
@@ -163,10 +180,13 @@ def _measure(case: Case, paths: list[Path], *, batch_size: int, workers: int, th
         return n
 
     modes: dict[str, Callable[[], int]] = {"model_only": model_only, "pipeline": pipeline, "naive": naive}
+    if optimised:
+        modes["pipeline_eager"] = pipeline_eager
     if device.type == "cpu" and bf16_cpu:
         modes["pipeline_bf16"] = pipeline_bf16
     # Warm-up: one batch through each path (allocator, oneDNN/cuDNN primitive caches).
     fast.embed_tensors(tensors[:batch_size], amp=amp)
+    eager_cl.embed_tensors(tensors[:batch_size], amp=amp)
     with torch.no_grad():
         naive_model(tensors[:1].contiguous().to(device))
     best: dict[str, float] = {}
@@ -190,6 +210,7 @@ def _measure(case: Case, paths: list[Path], *, batch_size: int, workers: int, th
             "threads": threads if device.type == "cpu" else None,
             "precision": "bf16-autocast" if (amp and mode != "naive") or mode == "pipeline_bf16" else "fp32",
             "layout": "NCHW" if mode == "naive" else "channels_last",
+            "graph": "frozen" if optimised and mode in ("model_only", "pipeline") else "eager",
         }
         if mode == "pipeline":
             row["decode_workers"] = workers
@@ -201,6 +222,8 @@ def _measure(case: Case, paths: list[Path], *, batch_size: int, workers: int, th
         "pipeline_over_model_only": round(rate["pipeline"] / rate["model_only"], 3),
         "pipeline_over_naive": round(rate["pipeline"] / rate["naive"], 3),
     }
+    if "pipeline_eager" in rate:
+        ratio["eager_pipeline_over_naive"] = round(rate["pipeline_eager"] / rate["naive"], 3)
     if "pipeline_bf16" in rate:
         ratio["bf16_pipeline_over_naive"] = round(rate["pipeline_bf16"] / rate["naive"], 3)
     ratio["meets_goals"] = (ratio["pipeline_over_model_only"] >= GOAL_OVER_MODEL_ONLY
@@ -276,13 +299,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log.info("measuring %s on %s (%d images from %d files)", case.name, case.device, case.images,
                      len(paths))
             case_rows, ratio = _measure(case, paths, batch_size=batch_size, workers=workers, threads=threads,
-                                        repeats=repeats, seed=args.seed, bf16_cpu=args.bf16_cpu)
+                                        repeats=repeats, seed=args.seed, bf16_cpu=args.bf16_cpu,
+                                        cpu_optimize=getattr(args, "cpu_optimize", True))
             rows += case_rows
             ratios.append(ratio)
     load_after = os.getloadavg()
 
     print_table(rows, ["model", "device", "mode", "images", "seconds", "images_per_sec", "batch_size",
-                       "threads", "precision", "layout"])
+                       "threads", "precision", "layout", "graph"])
     print()
     print_table(ratios)
     print(f"goals: pipeline/model_only >= {GOAL_OVER_MODEL_ONLY}, pipeline/naive >= {GOAL_OVER_NAIVE}; "

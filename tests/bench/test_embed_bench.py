@@ -1,0 +1,34 @@
+"""`visearch bench embed` on a tiny corpus: every mode measured, the frozen CPU model beside the eager one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from visearch.bench.embed import add_arguments, run
+
+
+def test_bench_embed__demo_model_rows_ratios_and_json(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), "--models", "demo", "--images", "12", "--count", "12",
+                              "--side", "96", "--repeats", "1", "--batch-size", "4", "--threads", "1"])
+    result = run(args)
+    modes = {r["mode"]: r for r in result["rows"]}
+    assert set(modes) == {"model_only", "pipeline", "naive", "pipeline_eager"}
+    assert all(r["images"] == 12 and r["images_per_sec"] > 0 for r in modes.values())
+    assert modes["pipeline"]["graph"] == "frozen" and modes["pipeline_eager"]["graph"] == "eager"
+    assert modes["naive"]["layout"] == "NCHW" and modes["naive"]["batch_size"] == 1
+    (ratio,) = result["ratios"]
+    assert ratio["pipeline_over_naive"] == round(modes["pipeline"]["images_per_sec"]
+                                                 / modes["naive"]["images_per_sec"], 3)
+    assert "eager_pipeline_over_naive" in ratio
+    written = json.loads((tmp_path / "embed.json").read_text())
+    assert written["rows"] == result["rows"]
+
+    args.cpu_optimize = False
+    eager = run(args)
+    assert {r["mode"] for r in eager["rows"]} == {"model_only", "pipeline", "naive"}
+    assert {r["graph"] for r in eager["rows"]} == {"eager"}
