@@ -147,10 +147,14 @@ def run_ours(vectors: np.ndarray, tune_q: np.ndarray, tune_exact: np.ndarray, bu
     rng = np.random.default_rng(args.seed + 1)
     sample = vectors[np.sort(rng.choice(vectors.shape[0], plan.train_size, replace=False))] \
         if plan.train_size else vectors[:0]
+    t0 = time.perf_counter()
     trained = train_index(plan, sample)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     builder = ShardBuilder(trained)
     builder.add(vectors, np.arange(vectors.shape[0], dtype=np.int64))
     index = builder.finish()
+    add_s = time.perf_counter() - t0
     tuned = tune_nprobe(index, tune_q, tune_exact, args.target_recall, args.latency_budget_ms,
                         latency_queries=min(100, len(tune_q)))
     elapsed = time.perf_counter() - start
@@ -160,7 +164,9 @@ def run_ours(vectors: np.ndarray, tune_q: np.ndarray, tune_exact: np.ndarray, bu
     if tuned.ef_search:
         params.append(f"quantizer_efSearch={tuned.ef_search}")
     return index, {"factory": plan.factory, "build_s": elapsed, "params": ",".join(params),
-                   "tune_reached": tuned.reached, "estimated_bytes": plan.estimated_bytes}
+                   "tune_reached": tuned.reached, "estimated_bytes": plan.estimated_bytes,
+                   "train_s": round(train_s, 3), "add_s": round(add_s, 3), "nlist": plan.nlist,
+                   "train_size": plan.train_size}
 
 
 def run_autofaiss(
@@ -199,6 +205,18 @@ def run_autofaiss(
                    "estimated_bytes": infos.get("size in bytes")}
 
 
+def planner_block(ours: dict[str, Any], dim: int, threads: int) -> dict[str, Any]:
+    """The figures ``visearch plan`` reads from ``index.json`` (our row; CPU rates are per core)."""
+    n = ours["n"]
+    block: dict[str, Any] = {"train_device": "cpu", "threads": threads,
+                             "add_vectors_per_sec_per_core": n / max(ours["add_s"], 1e-9) / threads,
+                             "bytes_per_vector": ours["bytes/vector"], "recall_at_10": ours["recall@10"]}
+    if ours.get("train_size") and ours.get("nlist"):
+        products = ours["train_size"] * ours["nlist"] * dim  # the k-means work: points x centroids x dim
+        block["train_dim_products_per_sec"] = products / max(ours["train_s"], 1e-9) / threads
+    return block
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the comparison, print the table, write ``<out>/index.json``."""
     import faiss
@@ -224,7 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     ours, info = run_ours(vectors, tune_q, tune_exact, budget, args)
-    rows.append({"system": "visearch", **info, "bytes/vector": index_bytes(ours) / n,
+    rows.append({"system": "visearch", **info, "n": n, "bytes/vector": index_bytes(ours) / n,
                  **measure(ours, eval_q, eval_exact, info["params"])})
     del ours
     notes = []
@@ -242,6 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {"n": n, "dim": dim, "data": source or "synthetic", "memory_budget_bytes": budget, "queries": len(eval_q),
               "target_recall": args.target_recall, "latency_budget_ms": args.latency_budget_ms,
               "faiss_threads": faiss.omp_get_max_threads(), "rows": rows, "notes": notes}
+    result["planner"] = planner_block(rows[0], dim, faiss.omp_get_max_threads())
     write_result(args.out, "index", result, sys.argv)
     return result
 
