@@ -54,6 +54,8 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("ingest_interactions", "jobs.ingest_interactions"),
     ("build_pairs", "jobs.build_pairs"),
     ("train", "jobs.train"),
+    ("evaluate", "jobs.evaluate"),
+    ("promote", "jobs.promote"),
     ("embed", "jobs.embed"),
     ("build_index", "jobs.build_index"),
     ("publish_index", "jobs.publish_index"),
@@ -406,6 +408,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the corpora are generated (default <out>/scale-work; removed after "
                              "each size unless --keep)")
     parser.add_argument("--keep", action="store_true", help="keep each size's landing/lake/artifacts")
+    parser.add_argument("--warmup", type=int, default=200,
+                        help="images of a throwaway ingest run before measuring, so the first size is not "
+                             "charged the JVM's start-up (0: none)")
     parser.add_argument("--include", action="append", default=[], metavar="SCALE_JSON",
                         help="add the rows of an earlier run (its scale.json or scale-partial.json) before "
                              "fitting, e.g. the largest size measured on its own; repeatable")
@@ -472,6 +477,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = included_rows(getattr(args, "include", None) or [], sizes)
     out.mkdir(parents=True, exist_ok=True)
     try:
+        warm = [(s, m) for s, m in stages if s in (DEMO, "ingest_images")]
+        if getattr(args, "warmup", 0) and len(warm) == 2:
+            # The first Spark stage of a process pays for the JVM's start, class loading and JIT;
+            # a small throwaway corpus takes that cost so that it is not charged to the first size.
+            log.info("bench scale: warm-up on %d images (not recorded)", args.warmup)
+            measure_size(args.warmup, workdir / "warmup", base, warm, days=1, seed=args.seed + 1,
+                         image_px=args.image_px, start_ds=args.start_ds, spark_factory=spark_factory)
+            shutil.rmtree(workdir / "warmup", ignore_errors=True)
         for size in sizes:
             root = workdir / f"n{size}"
             rows += measure_size(size, root, base, stages, days=args.days, seed=args.seed,
