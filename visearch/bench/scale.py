@@ -262,6 +262,25 @@ def _ds_list(start_ds: str, days: int) -> list[str]:
     return [(start + dt.timedelta(days=d)).isoformat() for d in range(days)]
 
 
+def _ensure_champion(settings: Any, promote_result: Mapping[str, Any]) -> str:
+    """Make the day's model the champion when promote kept none, so embed and the index can be timed.
+
+    The bench measures time and memory, not quality: a model of a few steps may lose to the colour
+    histogram, and the promote job then rightly leaves ``models/CHAMPION`` unset. Returns a note.
+    """
+    from visearch.registry import ModelRegistry
+    from visearch.storage import open_store
+
+    registry = ModelRegistry(open_store(settings.artifacts, settings.s3))
+    challenger = promote_result.get("challenger")
+    if registry.champion() is None and challenger:
+        registry.set_champion(str(challenger))
+        log.warning("bench scale: %s was not promoted (%s); made champion for the timing of later stages",
+                    challenger, promote_result.get("reason"))
+        return f"not promoted ({promote_result.get('reason')}); the bench made it champion"
+    return ""
+
+
 def measure_size(size: int, root: Path, base_settings: Any, stages: Sequence[tuple[str, str]], *,
                  days: int, seed: int, image_px: int, start_ds: str,
                  spark_factory: Callable[[Any], Any]) -> list[dict[str, Any]]:
@@ -319,6 +338,8 @@ def measure_size(size: int, root: Path, base_settings: Any, stages: Sequence[tup
         row.update(seconds=elapsed, peak_rss_mb=rss.peak / 1e6, rss_before_mb=rss.start / 1e6,
                    runs=len(results), substages=dict(timer.seconds),
                    result=_json_safe(results[-1]) if results else None)
+        if stage == "promote":
+            row["note"] = _ensure_champion(settings, results[-1] if results else {})
         log.info("scale %d images: %s %.2fs, peak RSS %.0f MB", size, stage, elapsed, rss.peak / 1e6)
     return rows
 
