@@ -340,6 +340,14 @@ def measure_size(size: int, root: Path, base_settings: Any, stages: Sequence[tup
                    result=_json_safe(results[-1]) if results else None)
         if stage == "promote":
             row["note"] = _ensure_champion(settings, results[-1] if results else {})
+        elif stage == "train" and "promote" not in {name for name, _ in stages}:
+            from jobs.promote import newest_version_of_day
+            from visearch.registry import ModelRegistry
+            from visearch.storage import open_store
+
+            registry = ModelRegistry(open_store(settings.artifacts, settings.s3))
+            trained = newest_version_of_day(registry, ds_list[-1])
+            row["note"] = _ensure_champion(settings, {"challenger": trained, "reason": "promote not run"})
         log.info("scale %d images: %s %.2fs, peak RSS %.0f MB", size, stage, elapsed, rss.peak / 1e6)
     return rows
 
