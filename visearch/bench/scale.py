@@ -341,7 +341,7 @@ def measure_size(size: int, root: Path, base_settings: Any, stages: Sequence[tup
         if stage == "promote":
             row["note"] = _ensure_champion(settings, results[-1] if results else {})
         elif stage == "train" and "promote" not in {name for name, _ in stages}:
-            from jobs.promote import newest_version_of_day
+            from jobs.evaluate import newest_version_of_day
             from visearch.registry import ModelRegistry
             from visearch.storage import open_store
 
