@@ -150,3 +150,22 @@ def test_unwrap__returns_the_inner_module_of_a_wrapper() -> None:
     model = EmbeddingModel("resnet18", 8, 32)
     assert unwrap(nn.DataParallel(model)) is model
     assert unwrap(model) is model
+
+
+def test_model__width_scales_resnet_channels_and_round_trips_through_settings() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelSettings(backbone="resnet18", embed_dim=8, image_size=32, small_stem=True, width=16))
+    backbone = model.backbone
+    assert isinstance(backbone, torchvision.models.ResNet)
+    assert backbone.conv1.out_channels == 16 and backbone.conv1.kernel_size == (3, 3)
+    assert [backbone.layer1[0].conv1.out_channels, backbone.layer2[0].conv1.out_channels,
+            backbone.layer3[0].conv1.out_channels, backbone.layer4[0].conv1.out_channels] == [16, 32, 64, 128]
+    assert model.feature_dim == 128
+    full = sum(p.numel() for p in EmbeddingModel("resnet18", 8, 32, small_stem=True).backbone.parameters())
+    assert sum(p.numel() for p in backbone.parameters()) < full / 12  # ~width² fewer weights
+    assert model.arch.to_dict()["width"] == 16
+    with torch.inference_mode():
+        out = model.eval()(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 8)
+    with pytest.raises(ValueError, match="width"):
+        EmbeddingModel("vit_ti_16", 8, 32, width=16)

@@ -560,7 +560,8 @@ def random_init_embedder(config: Mapping[str, Any], seed: int) -> LoadedModel:
     prep = Preprocessing.from_dict(config["preprocessing"]) if "preprocessing" in config else Preprocessing(
         size=arch.image_size)
     settings = ModelSettings(backbone=arch.backbone, embed_dim=arch.embed_dim, image_size=arch.image_size,
-                             small_stem=arch.small_stem, init_weights="", mean=prep.mean, std=prep.std)
+                             small_stem=arch.small_stem, init_weights="", mean=prep.mean, std=prep.std,
+                             width=arch.width)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(settings)

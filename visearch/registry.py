@@ -269,7 +269,8 @@ class ModelRegistry:
         config = self.config(version)
         arch = Architecture.from_dict(config)
         prep = Preprocessing.from_dict(config["preprocessing"])
-        model = EmbeddingModel(arch.backbone, arch.embed_dim, arch.image_size, arch.small_stem, prep=prep)
+        model = EmbeddingModel(arch.backbone, arch.embed_dim, arch.image_size, arch.small_stem, prep=prep,
+                               width=arch.width)
         data = self._verified_bytes(version, "model.pt", config)
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)

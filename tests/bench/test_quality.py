@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from visearch.bench.quality import (
@@ -19,6 +20,7 @@ from visearch.bench.quality import (
     group_of,
     judgments_for,
     relevance,
+    result_list,
     run,
     select_split,
     simulate_clicks,
@@ -97,6 +99,35 @@ def test_simulate_clicks__same_class_results_are_clicked_far_more_often() -> Non
         return sum(s.clicks for s in shown) / sum(s.impressions for s in shown)
 
     assert ctr_at(1) > 3 * ctr_at(10)  # examination falls as 1/position
+
+
+def test_result_list__holds_class_and_group_images_never_the_query() -> None:
+    labels = {f"i{n:03d}": CLASSES[n % 10] for n in range(200)}
+    by_label: dict[str, list[str]] = {c: sorted(i for i in labels if labels[i] == c) for c in CLASSES}
+    by_group: dict[str, list[str]] = {g: sorted(i for i in labels if group_of(labels[i]) == g)
+                                      for g in ("animal", "vehicle")}
+    rng = np.random.default_rng(0)
+    for q in ("i000", "i003", "i199"):
+        shown = result_list(q, labels, by_label, by_group, rng, 10)
+        assert len(shown) == len(set(shown)) == 10 and q not in shown
+        assert sum(labels[i] == labels[q] for i in shown) >= 1  # random lists hold one in ten on average
+
+
+def test_click_pairs__two_clicks_a_pair_keep_mostly_same_class_pairs() -> None:
+    from visearch.pairs import debiased_click_pairs, estimate_propensities
+
+    labels = {f"i{n:03d}": CLASSES[n % 10] for n in range(300)}
+    stats = simulate_clicks(labels, sessions_per_query=5, seed=0)
+    propensity = estimate_propensities(stats).propensity
+
+    def precision(min_clicks: int) -> tuple[float, int]:
+        pairs = debiased_click_pairs(stats, propensity, min_impressions=2, min_clicks=min_clicks)
+        return sum(labels[p.query_image_id] == labels[p.image_id] for p in pairs) / len(pairs), len(pairs)
+
+    one, n_one = precision(1)
+    two, n_two = precision(2)
+    assert two > 0.8 and two > one + 0.1  # a second click filters same-group and other clicks
+    assert 300 < n_two < n_one
 
 
 @pytest.fixture(scope="module")

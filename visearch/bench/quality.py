@@ -10,11 +10,14 @@ What one run does, all seeded:
 2. Judgments from the labels (:func:`relevance`): 5 = same class, 1 = same group (vehicles:
    airplane, automobile, ship, truck; animals: the rest), 0 = other. Queries and candidates are
    held-out images.
-3. Training with the pipeline's own code at the small-image configuration (ResNet-18, 32 px, 3×3
-   stride-1 stem without max-pool, 128-d): pairs as ``jobs.build_pairs`` makes them (self pairs
-   of :func:`visearch.pairs.self_pair_sample`; with ``--with-clicks`` also debiased click pairs from
-   simulated sessions, :func:`simulate_clicks`), records by :func:`visearch.distributed.assemble_records`,
-   :class:`~visearch.trainer.PairDataset` + :func:`visearch.trainer.train`, saved and loaded through
+3. Training with the pipeline's own code at the small-image configuration (ResNet-18 at 32 px,
+   3×3 stride-1 stem without max-pool, ``--width`` channels: 16 by default, ~1/16 of the
+   multiply-adds of torchvision's 64, what a shared 2-core CPU can train in an hour): pairs as
+   ``jobs.build_pairs`` makes them (self pairs of :func:`visearch.pairs.self_pair_sample`; with
+   ``--with-clicks`` also debiased click pairs from simulated sessions, :func:`simulate_clicks`,
+   kept at ``train.min_clicks`` = ``--min-clicks``), records by
+   :func:`visearch.distributed.assemble_records`, :class:`~visearch.trainer.PairDataset` (images
+   decoded once, :class:`DecodedCache`) + :func:`visearch.trainer.train`, saved and loaded through
    :class:`~visearch.registry.ModelRegistry`. The trainer runs in this process rather than through
    ``jobs.train``'s TorchDistributor (one process either way on this machine, and a wall-clock
    budget needs the ``on_step`` hook). The step count comes from a short timing probe
@@ -226,14 +229,41 @@ def judgments_for(
 # ------------------------------------------------------------------------------------- clicks
 
 
+def result_list(
+    query: str, labels: Mapping[str, str], by_label: Mapping[str, Sequence[str]],
+    by_group: Mapping[str, Sequence[str]], rng: np.random.Generator, shown: int,
+) -> list[str]:
+    """What a first search model shows for ``query``, composed as the demo composes its lists
+    (:func:`visearch.demo._candidates`): 1–4 images of its class, 2 of its animal/vehicle group,
+    the rest random, never the query itself, no repeats.
+    """
+    chosen: dict[str, None] = {query: None}
+
+    def take(pool: Sequence[str], n: int) -> None:
+        want = len(chosen) + max(0, min(n, shown + 1 - len(chosen)))
+        for i in rng.permutation(len(pool)):
+            if len(chosen) >= want:
+                break
+            chosen.setdefault(pool[int(i)], None)
+
+    label = labels[query]
+    take(by_label[label], int(rng.integers(1, 5)))
+    take(by_group[group_of(label)], 2)
+    take(sorted(labels), shown)
+    del chosen[query]
+    return list(chosen)
+
+
 def simulate_clicks(
     labels: Mapping[str, str], *, sessions_per_query: int, shown: int = 10, seed: int = 0
 ) -> list[PairStats]:
     """Search sessions on the training images, aggregated to (query, image, position) cells.
 
-    Each query gets a seeded result list of ``shown`` random other images (what a weak first
-    model shows); each of its sessions shows that list in a fresh random order, and a result at
-    position ``p`` is clicked with probability ``(1/p) × CLICK_BY_GRADE[grade]``.
+    As the demo simulates its click logs: each query gets a seeded result list of ``shown``
+    images (:func:`result_list`: some of its class, some of its group, the rest random); each
+    of its sessions shows that list in a fresh random order (so position is independent of
+    relevance), and a result at position ``p`` is clicked with probability
+    ``(1/p) × CLICK_BY_GRADE[grade]``: users click results of the query's class, rarely others.
 
     Raises:
         ValueError: for fewer than ``shown + 1`` images or non-positive sizes.
@@ -246,10 +276,14 @@ def simulate_clicks(
     if len(ids) <= shown:
         raise ValueError(f"need more than {shown} images to simulate sessions, got {len(ids)}")
     rng = np.random.default_rng([seed, 7])
+    by_label: dict[str, list[str]] = defaultdict(list)
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for i in ids:
+        by_label[labels[i]].append(i)
+        by_group[group_of(labels[i])].append(i)
     cells: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
-    for qi, q in enumerate(ids):
-        picks = rng.choice(len(ids) - 1, shown, replace=False)
-        results = [ids[int(j) + (int(j) >= qi)] for j in picks]  # skip the query itself
+    for q in ids:
+        results = result_list(q, labels, by_label, by_group, rng, shown)
         for _ in range(sessions_per_query):
             order = rng.permutation(shown)
             for position, j in enumerate(order, start=1):
@@ -305,36 +339,83 @@ class BudgetExhaustedError(RuntimeError):
     """Raised from ``on_step`` to stop a run that went past its wall-clock limit."""
 
 
+@dataclass(frozen=True)
+class AugmentOptions:
+    """The view pipeline of the learned models (:class:`visearch.augment.SimCLRAugment`)."""
+
+    strength: float = 0.5
+    min_scale: float = 0.2
+    blur: float = 0.0
+
+
+class DecodedCache:
+    """``loader_fn`` for :class:`~visearch.trainer.PairDataset` that reads and decodes each URI once.
+
+    A step at 32 px spends a large share of its data time reading and decoding JPEGs; the
+    decoded images of a few thousand training photographs fit in a few tens of MB.
+    """
+
+    def __init__(self, draft_size: int) -> None:
+        self.draft_size = draft_size
+        self._images: dict[str, Any] = {}
+
+    def __call__(self, uri: str) -> Any:
+        """The decoded RGB image of ``uri`` (a PIL image, shared: callers must not modify it)."""
+        image = self._images.get(uri)
+        if image is None:
+            from visearch.preprocess import decode_image
+            from visearch.storage import read_uri
+
+            image = decode_image(read_uri(uri), draft_size=self.draft_size)
+            self._images[uri] = image
+        return image
+
+
+def pair_dataset(
+    model_settings: ModelSettings, records: Sequence[PairRecord], cfg: TrainConfig, augment: AugmentOptions,
+    cache: DecodedCache | None = None,
+) -> Any:
+    """The trainer's :class:`~visearch.trainer.PairDataset` with the bench's views and a decode cache."""
+    from visearch.augment import SimCLRAugment
+    from visearch.preprocess import Preprocessing
+    from visearch.trainer import PairDataset
+
+    prep = Preprocessing.from_settings(model_settings)
+    views = SimCLRAugment(prep.size, strength=augment.strength, prep=prep, min_scale=augment.min_scale,
+                          blur=augment.blur)
+    loader = cache if cache is not None else DecodedCache(2 * prep.size)
+    return PairDataset(records, loader, prep, views, seed=cfg.seed)
+
+
 def train_records(
     model_settings: ModelSettings,
     records: Sequence[PairRecord],
     cfg: TrainConfig,
     *,
-    augment_strength: float,
+    augment: AugmentOptions,
     checkpoint_dir: Path,
     stop_after_s: float | None = None,
+    cache: DecodedCache | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train a fresh model (seeded) on ``records`` with :func:`visearch.trainer.train`.
 
     Returns:
-        The trained model and ``{"steps", "seconds", "final_loss", "stopped_early"}``.
+        The trained model and ``{"steps", "seconds", "cpu_seconds", "final_loss", "stopped_early"}``
+        (``cpu_seconds``: user + system time of this process while training, all threads).
     """
     import torch
 
-    from visearch.augment import SimCLRAugment
     from visearch.model import build_model
-    from visearch.preprocess import Preprocessing
-    from visearch.storage import open_store, read_uri
-    from visearch.trainer import PairDataset, train
+    from visearch.storage import open_store
+    from visearch.trainer import train
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_settings)
-    prep = Preprocessing.from_settings(model_settings)
-    dataset = PairDataset(records, read_uri, prep, SimCLRAugment(prep.size, strength=augment_strength,
-                                                                 prep=prep), seed=cfg.seed)
+    dataset = pair_dataset(model_settings, records, cfg, augment, cache)
     store = open_store(checkpoint_dir.as_uri())
     losses: list[float] = []
     start = time.perf_counter()
+    cpu_start = time.process_time()
 
     def on_step(step: int, loss: float) -> None:
         losses.append(loss)
@@ -349,28 +430,27 @@ def train_records(
         log.warning("%s", exc)
         stopped = True
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     model.eval()
-    return model, {"steps": len(losses), "seconds": round(seconds, 1),
-                   "final_loss": round(losses[-1], 4) if losses else None, "stopped_early": stopped}
+    return model, {"steps": len(losses), "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+                   "final_loss": round(losses[-1], 4) if losses else None, "stopped_early": stopped,
+                   "first_loss": round(losses[0], 4) if losses else None}
 
 
 def seconds_per_step(model_settings: ModelSettings, records: Sequence[PairRecord], cfg: TrainConfig,
-                     *, augment_strength: float, checkpoint_dir: Path, steps: int = 4) -> float:
+                     *, augment: AugmentOptions, checkpoint_dir: Path, steps: int = 4,
+                     cache: DecodedCache | None = None) -> float:
     """Mean wall-clock seconds of a step, from a probe run of ``steps`` (first one not counted)."""
     times: list[float] = []
     last = [time.perf_counter()]
 
     probe = dataclasses.replace(cfg, steps=steps, checkpoint_every=10_000, log_every=10_000)
-    from visearch.augment import SimCLRAugment
     from visearch.model import build_model
-    from visearch.preprocess import Preprocessing
-    from visearch.storage import open_store, read_uri
-    from visearch.trainer import PairDataset, train
+    from visearch.storage import open_store
+    from visearch.trainer import train
 
     model = build_model(model_settings)
-    prep = Preprocessing.from_settings(model_settings)
-    dataset = PairDataset(records, read_uri, prep, SimCLRAugment(prep.size, strength=augment_strength,
-                                                                 prep=prep), seed=cfg.seed)
+    dataset = pair_dataset(model_settings, records, probe, augment, cache)
 
     def on_step(step: int, loss: float) -> None:
         now = time.perf_counter()
@@ -427,19 +507,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="tiny run: 20 train + 10 held-out images per class, 0.5 min budget")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CIFAR-10 folder <class>/<image>")
-    parser.add_argument("--train-images", type=int, default=200, help="training images per class")
+    parser.add_argument("--train-images", type=int, default=500, help="training images per class")
     parser.add_argument("--heldout-images", type=int, default=50, help="held-out images per class")
     parser.add_argument("--budget-minutes", type=float, default=10.0,
                         help="wall-clock training budget of each learned model")
     parser.add_argument("--with-clicks", action="store_true",
                         help="also train self + simulated click pairs at the same budget")
-    parser.add_argument("--sessions-per-query", type=int, default=3,
+    parser.add_argument("--sessions-per-query", type=int, default=5,
                         help="simulated sessions per query image")
+    parser.add_argument("--min-clicks", type=int, default=2,
+                        help="train.min_clicks of the click pairs (1 keeps ~70%% same-class pairs, 2 ~88%%)")
     parser.add_argument("--candidates", type=int, default=50,
                         help="judged candidates per query (judged protocol)")
-    parser.add_argument("--batch-size", type=int, default=64, help="pairs per training step")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    parser.add_argument("--augment-strength", type=float, default=1.0, help="SimCLR colour-jitter strength")
+    parser.add_argument("--batch-size", type=int, default=128, help="pairs per training step")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    parser.add_argument("--temperature", type=float, default=0.2, help="InfoNCE temperature")
+    parser.add_argument("--width", type=int, default=16,
+                        help="ResNet-18 channels of the stem (model.width; 64 is torchvision's, ~16x the MACs)")
+    parser.add_argument("--embed-dim", type=int, default=128, help="embedding size")
+    parser.add_argument("--augment-strength", type=float, default=0.5, help="SimCLR colour-jitter strength")
+    parser.add_argument("--min-scale", type=float, default=0.2, help="smallest random-crop area share")
+    parser.add_argument("--blur", type=float, default=0.0,
+                        help="Gaussian blur probability (SimCLR uses none on CIFAR)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default). 1 wastes no CPU in OpenMP spin-waits "
+                             "when other jobs load the cores")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -448,7 +540,8 @@ def _check(args: argparse.Namespace) -> None:
         args.train_images, args.heldout_images, args.budget_minutes = 20, 10, 0.5
         args.candidates = min(args.candidates, 20)
         args.batch_size = min(args.batch_size, 32)
-    for name in ("train_images", "heldout_images", "sessions_per_query", "candidates", "batch_size"):
+    for name in ("train_images", "heldout_images", "sessions_per_query", "candidates", "batch_size", "width",
+                 "embed_dim", "min_clicks"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not args.budget_minutes > 0:
@@ -473,7 +566,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from visearch.trainer import TrainConfig
 
     _check(args)
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     load = os.getloadavg()
     split = select_split(Path(args.data), args.train_images, args.heldout_images, seed=args.seed)
     heldout_paths = {i.path for i in split.heldout}
@@ -486,8 +584,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = load_settings(env={"VISEARCH_LANDING": str(tmp / "landing"),
                                       "VISEARCH_LAKE": str(tmp / "lake"),
                                       "VISEARCH_ARTIFACTS": str(tmp / "artifacts")})
-        model_settings = ModelSettings(backbone="resnet18", embed_dim=128, image_size=32, small_stem=True)
-        settings = dataclasses.replace(settings, model=model_settings)
+        model_settings = ModelSettings(backbone="resnet18", embed_dim=args.embed_dim, image_size=32,
+                                       small_stem=True, width=args.width)
+        settings = dataclasses.replace(settings, model=model_settings,
+                                       train=dataclasses.replace(settings.train, min_clicks=args.min_clicks))
+        augment = AugmentOptions(args.augment_strength, args.min_scale, args.blur)
+        cache = DecodedCache(2 * model_settings.image_size)
 
         t0 = time.perf_counter()
         folder = stage_folder(split.train, tmp / "train-images")
@@ -501,7 +603,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         full = judgments_for(heldout_labels, candidates=None)
 
         cfg = TrainConfig.from_settings(settings.train, batch_size=min(args.batch_size, len(uris)),
-                                        lr=args.lr,
+                                        lr=args.lr, temperature=args.temperature,
                                         seed=args.seed, checkpoint_every=1_000_000, log_every=50,
                                         device="cpu", warmup_fraction=0.05)
         self_records, self_info = training_records(uris, None, settings, DS)
@@ -511,8 +613,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runs[LEARNED_CLICKS] = training_records(uris, stats, settings, DS, train_labels)
 
         budget_s = 60.0 * args.budget_minutes
-        per_step = seconds_per_step(model_settings, self_records, cfg, augment_strength=args.augment_strength,
-                                    checkpoint_dir=tmp / "probe")
+        per_step = seconds_per_step(model_settings, self_records, cfg, augment=augment,
+                                    checkpoint_dir=tmp / "probe", cache=cache)
         steps = max(2, int(budget_s / per_step))
         cfg = dataclasses.replace(cfg, steps=steps)
         log.info("%.2fs a step -> %d steps in %.1f min", per_step, steps, args.budget_minutes)
@@ -525,7 +627,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         training: dict[str, dict[str, Any]] = {}
         for name, (records, info) in runs.items():
             model, summary = train_records(model_settings, records, cfg,
-                                           augment_strength=args.augment_strength,
+                                           augment=augment, cache=cache,
                                            checkpoint_dir=tmp / f"ckpt-{name}", stop_after_s=1.25 * budget_s)
             training[name] = {**summary, **info}
             embedders[name] = _loaded(model, registry, {"ds": DS, "bench": "quality", "run": name, **summary})
@@ -541,11 +643,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row[f"{protocol}_ndcg_vs_hist"] = round(values[f"{protocol}_ndcg@10"] / denominator, 3) \
                 if denominator > 0 else float("nan")
         row["train_s"] = training.get(name, {}).get("seconds", 0.0)
+        row["train_cpu_s"] = training.get(name, {}).get("cpu_seconds", 0.0)
         row["steps"] = training.get(name, {}).get("steps", 0)
         rows.append(row)
     columns = ["embedder", "judged_ndcg@10", "judged_map@10", "judged_recall@10", "corpus_ndcg@10",
                "corpus_map@10", "corpus_recall@10", "knn@10", "judged_ndcg_vs_hist", "corpus_ndcg_vs_hist",
-               "train_s", "steps"]
+               "train_s", "train_cpu_s", "steps"]
     print(f"\nretrieval quality on {len(images)} held-out CIFAR-10 photographs "
           f"({len(uris)} training images, {args.budget_minutes} min budget a model, "
           f"load average {load[0]:.1f} on {os.cpu_count()} CPUs)")
@@ -574,6 +677,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "torch_threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - started, 1),
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),
     }
     path = write_result(args.out, "quality", result, sys.argv)
     result["path"] = str(path)
