@@ -44,3 +44,26 @@ def test_load_vectors__normalises_shuffles_and_checks_the_shape(tmp_path: Path) 
     np.save(tmp_path / "flat.npy", np.ones(5, np.float32))
     with pytest.raises(ValueError, match="2-D"):
         load_vectors(tmp_path / "flat.npy", queries=1, seed=0)
+
+
+def test_embed_folder__random_init_embeds_every_image_file_and_names_it(tmp_path: Path) -> None:
+    from tests.support.images import encode, photo
+    from visearch.config import load_settings
+    from visearch.embeddings_export import embed_folder
+
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    for i in range(5):
+        (tmp_path / "imgs" / "a" / f"{i}.jpg").write_bytes(encode(photo(i, 40, 40), "JPEG"))
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    settings = load_settings(env={"VISEARCH_MODEL__IMAGE_SIZE": "32", "VISEARCH_MODEL__SMALL_STEM": "true",
+                                  "VISEARCH_MODEL__WIDTH": "8", "VISEARCH_MODEL__EMBED_DIM": "16",
+                                  "VISEARCH_ARTIFACTS": str(tmp_path / "artifacts")})
+    result = embed_folder(settings, tmp_path / "imgs", tmp_path / "e.npy", random_init=True)
+    matrix = np.load(tmp_path / "e.npy")
+    assert matrix.shape == (5, 16) and result["failed"] == 0
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, rtol=1e-5)
+    assert (tmp_path / "e.npy.ids.txt").read_text().split() == [f"a/{i}.jpg" for i in range(5)]
+    embed_folder(settings, tmp_path / "imgs", tmp_path / "f.npy", random_init=True)
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), matrix, atol=1e-6)  # seeded weights
+    with pytest.raises(ValueError, match="CHAMPION"):
+        embed_folder(settings, tmp_path / "imgs", tmp_path / "g.npy")

@@ -1,4 +1,7 @@
-"""``visearch embeddings export``: one model version's rows of ``gold.embeddings`` as a ``.npy``.
+"""``visearch embeddings export|embed-folder``: embeddings as a ``.npy`` for benchmarks and analysis.
+
+``export``: one model version's rows of ``gold.embeddings``; ``embed-folder``: a folder of image files
+through the job's embedding engine.
 
 For benchmarks on real vectors (``visearch bench index --vectors``) and for offline analysis: the
 embeddings are written in ``image_id`` order as float32 ``(n, dim)``, the ids beside them.
@@ -7,6 +10,7 @@ embeddings are written in ``image_id`` order as float32 ``(n, dim)``, the ids be
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,71 @@ def export_embeddings(spark: Any, settings: Any, out: str | Path, model_version:
             "path": str(path), "ids": str(ids_path)}
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+
+
+def embed_folder(settings: Any, images: str | Path, out: str | Path, *, model_version: str | None = None,
+                 random_init: bool = False, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Embed every image under ``images`` (sorted paths) with the job's engine; write ``out`` + ids.
+
+    With ``random_init`` the network is the settings' architecture with seeded random weights (the
+    evaluation's random-weight baseline); otherwise ``model_version`` or the champion.
+
+    Raises:
+        ValueError: when the folder holds no image, or no model is given and no champion is set.
+    """
+    import torch
+
+    from visearch.embedder import BatchEmbedder, EmbedItem, optimize_for_cpu
+    from visearch.evaluation import random_init_embedder
+    from visearch.registry import ModelRegistry
+    from visearch.storage import open_store
+
+    root = Path(images).resolve()
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not paths:
+        raise ValueError(f"no image ({', '.join(IMAGE_SUFFIXES)}) under {images}")
+    if random_init:
+        m = settings.model
+        config = {"backbone": m.backbone, "embed_dim": m.embed_dim, "image_size": m.image_size,
+                  "small_stem": m.small_stem, "width": m.width}
+        model = random_init_embedder(config, seed)
+        label = f"random-init {m.backbone} w{m.width} {m.embed_dim}-d @ {m.image_size} px"
+    else:
+        registry = ModelRegistry(open_store(settings.artifacts, settings.s3))
+        version = model_version or registry.champion()
+        if not version:
+            raise ValueError("no model version given and models/CHAMPION is not set (or pass --random-init)")
+        model = registry.load(version)
+        label = version
+    model.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if settings.embed.cpu_optimize and model.device.type == "cpu":
+        model = dataclasses.replace(model, model=optimize_for_cpu(model.model, model.prep.size))
+    with BatchEmbedder(model, batch_size=settings.embed.batch_size,
+                       decode_workers=settings.embed.decode_workers) as engine:
+        ids, matrix, failures = engine.embed_all(EmbedItem(str(p.relative_to(root)), p.as_uri()) for p in paths)
+    if failures:
+        log.warning("%d images failed to embed, e.g. %s", len(failures), failures[:3])
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, matrix.astype(np.float32))  # (n, dim)
+    ids_path = path.with_name(path.name + ".ids.txt")
+    ids_path.write_text("".join(f"{i}\n" for i in ids))
+    return {"model": label, "rows": int(matrix.shape[0]), "dim": int(matrix.shape[1]), "failed": len(failures),
+            "path": str(path), "ids": str(ids_path)}
+
+
+def _cmd_embed_folder(args: argparse.Namespace) -> int:
+    from visearch.config import load_settings
+
+    settings = load_settings(getattr(args, "config", None))
+    result = embed_folder(settings, args.images, args.out, model_version=args.model_version,
+                          random_init=args.random_init, limit=args.limit, seed=args.seed)
+    print(f"{result['rows']} x {result['dim']} embeddings ({result['model']}, {result['failed']} failed) "
+          f"-> {result['path']}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from visearch.config import load_settings
     from visearch.spark import get_spark
@@ -70,3 +139,12 @@ def add_cli(subparsers: Any) -> None:
     ex.add_argument("--out", required=True, help="the .npy file to write")
     ex.add_argument("--model-version", default=None, help="model version (default: models/CHAMPION)")
     ex.set_defaults(func=_cmd_export)
+    ef = sub.add_parser("embed-folder", help="embed a folder of image files to a .npy (+ .ids.txt)")
+    ef.add_argument("--images", required=True, help="folder searched recursively for image files")
+    ef.add_argument("--out", required=True, help="the .npy file to write")
+    ef.add_argument("--model-version", default=None, help="model version (default: models/CHAMPION)")
+    ef.add_argument("--random-init", action="store_true",
+                    help="the settings' architecture with seeded random weights instead of a model version")
+    ef.add_argument("--limit", type=int, default=None, help="embed only the first N files (sorted)")
+    ef.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    ef.set_defaults(func=_cmd_embed_folder)
