@@ -440,6 +440,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=200,
                         help="images of a throwaway ingest run before measuring, so the first size is not "
                              "charged the JVM's start-up (0: none)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: fit, print and plot the rows of the --include files")
     parser.add_argument("--include", action="append", default=[], metavar="SCALE_JSON",
                         help="add the rows of an earlier run (its scale.json or scale-partial.json) before "
                              "fitting, e.g. the largest size measured on its own; repeatable")
@@ -482,8 +484,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from visearch.config import load_settings
 
     sizes: tuple[int, ...] = QUICK_SIZES if args.quick else tuple(args.sizes)
+    if getattr(args, "report_only", False):
+        if not args.include:
+            raise ValueError("--report-only needs --include: the rows of earlier runs to fit and plot")
+        sizes = ()
     stages = _selected_stages(args.stages)
-    if args.days < 1 or args.days > min(sizes) // 2:
+    if sizes and (args.days < 1 or args.days > min(sizes) // 2):
         raise ValueError(f"--days must be between 1 and {min(sizes) // 2} (half the smallest size), "
                          f"got {args.days}")
     out = Path(getattr(args, "out", None) or "bench-results")
@@ -507,7 +513,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     try:
         warm = [(s, m) for s, m in stages if s in (DEMO, "ingest_images")]
-        if getattr(args, "warmup", 0) and len(warm) == 2:
+        if sizes and getattr(args, "warmup", 0) and len(warm) == 2:
             # The first Spark stage of a process pays for the JVM's start, class loading and JIT;
             # a small throwaway corpus takes that cost so that it is not charged to the first size.
             log.info("bench scale: warm-up on %d images (not recorded)", args.warmup)
