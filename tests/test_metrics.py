@@ -238,10 +238,8 @@ def _random_query(rng: np.random.Generator, n: int, *, tie_levels: int | None = 
 ]:
     ids = [f"id{j:03d}" for j in range(n)]
     rel = rng.integers(0, 6, size=n)  # graded 0-5
-    if tie_levels is None:
-        scores = rng.normal(size=n)  # continuous: no ties
-    else:
-        scores = rng.integers(0, tie_levels, size=n).astype(np.float64)  # many ties
+    # continuous scores have no ties; a few integer levels make many
+    scores = rng.normal(size=n) if tie_levels is None else rng.integers(0, tie_levels, size=n).astype(np.float64)
     return ids, rel, scores
 
 
