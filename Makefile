@@ -30,6 +30,8 @@ $(STAMP): $(PY) pyproject.toml requirements.lock infra/local/jars/pom.xml infra/
 	cd infra/local/s3proxy && mvn -q -B dependency:build-classpath -Dmdep.outputFile=$(CURDIR)/.s3proxy.classpath
 	@# Headless Chromium (Debian package) for the report's browser test.
 	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@# PostgreSQL (Debian package) for the Airflow scheduler test's metadata database.
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create the venv, install pinned packages, resolve Spark jars (cached; cheap the second time)

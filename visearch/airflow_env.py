@@ -100,3 +100,47 @@ def dags_test(dag_id: str, ds: str, env: Mapping[str, str], *, log_path: Path | 
         tail = text[text.rfind("$ ") :]
         if "state=failed" in tail or "DagRunState.FAILED" in tail or "run failed" in tail.lower():
             raise subprocess.CalledProcessError(1, args, output=tail[-4000:])
+
+
+def service_env(
+    home: Path,
+    *,
+    sql_alchemy_conn: str,
+    api_port: int,
+    jwt_secret: str,
+    spark_master: str = "local[2]",
+    executor: str = "LocalExecutor",
+    parallelism: int = 2,
+    use_job_schedule: bool = True,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment for Airflow 3 as separate services: scheduler, dag-processor and api-server.
+
+    What differs from :func:`airflow_env` (``airflow dags test`` in one process): a metadata
+    database every component shares (Postgres), an executor, and the Execution API — task
+    processes started by the executor report their state and read connections through
+    ``<api>/execution/``, authenticated by JWTs that the scheduler signs and the api-server
+    checks with the same ``jwt_secret``. ``use_job_schedule=False`` makes the scheduler create no
+    scheduled runs (backfills and triggered runs still run).
+
+    Raises:
+        ValueError: for a non-positive ``api_port`` or ``parallelism``, or an empty ``jwt_secret``.
+    """
+    if api_port <= 0 or parallelism <= 0:
+        raise ValueError(f"api_port and parallelism must be positive, got {api_port}, {parallelism}")
+    if not jwt_secret:
+        raise ValueError("jwt_secret must not be empty: the api-server could not check task tokens")
+    base_url = f"http://127.0.0.1:{api_port}"
+    settings = {
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__SECRET_KEY": jwt_secret,
+        "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(use_job_schedule),
+        **(extra or {}),
+    }
+    return airflow_env(home, spark_master=spark_master, sql_alchemy_conn=sql_alchemy_conn, executor=executor,
+                       extra=settings)

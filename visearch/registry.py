@@ -44,6 +44,9 @@ MODELS = "models"
 CHAMPION_KEY = f"{MODELS}/CHAMPION"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _EXPORT_TOLERANCE = 1e-5
+# Wall-clock measurements of one training run: recorded in config.json, left out of the version's
+# content hash, so that the same data, seed and code name the same version on every rerun.
+WALL_CLOCK_KEYS = frozenset({"images_per_sec", "train_seconds"})
 
 
 def state_dict_hash(state: Mapping[str, torch.Tensor]) -> str:
@@ -195,7 +198,8 @@ class ModelRegistry:
         eval_model = eval_model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         state = {k: v.detach().cpu().contiguous() for k, v in eval_model.state_dict().items()}
         described = {**dict(config), **arch, "preprocessing": inner.prep.to_dict()}
-        content = state_dict_hash(state) + json.dumps(described, sort_keys=True, default=str)
+        hashed = {k: v for k, v in described.items() if k not in WALL_CLOCK_KEYS}
+        content = state_dict_hash(state) + json.dumps(hashed, sort_keys=True, default=str)
         content_hash = hashlib.sha256(content.encode()).hexdigest()
         version = _check_version(version or f"v-{ds}-{content_hash[:8]}")
         existing = self._key(version, "config.json")

@@ -190,14 +190,16 @@ def _daemon(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.P
 
 
 def start_cluster(root: Path, workers: int = 2, cores: int = 1, memory: str = "1g",
-                  timeout: float = 120.0) -> StandaloneCluster:
+                  timeout: float = 120.0, extra_env: dict[str, str] | None = None) -> StandaloneCluster:
     """Start a master and ``workers`` workers on 127.0.0.1, and wait until all are registered.
+
+    ``extra_env`` reaches the daemons and so the executors the workers launch (e.g. ``JAVA_TOOL_OPTIONS``).
 
     Raises:
         RuntimeError: when a daemon fails to start or register (everything started is stopped).
     """
     root.mkdir(parents=True, exist_ok=True)
-    env = daemon_env({"SPARK_NO_DAEMONIZE": "1", "SPARK_DAEMON_MEMORY": "512m"})
+    env = daemon_env({"SPARK_NO_DAEMONIZE": "1", "SPARK_DAEMON_MEMORY": "512m", **(extra_env or {})})
     spark_class = str(spark_home() / "bin" / "spark-class")
     port, web_port = free_port(), free_port()
     master = _daemon([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
