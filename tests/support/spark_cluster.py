@@ -51,6 +51,17 @@ def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def group_alive(pid: int) -> bool:
+    """Whether any process is left in the process group led by ``pid``."""
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def stop_group(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     """SIGTERM the process group of ``process`` (its children too), SIGKILL what is left."""
     if process.poll() is not None and process.returncode is not None:
