@@ -47,7 +47,7 @@ import struct
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -800,10 +800,7 @@ def _simulate_day(run: _Run, day: int, visible: list[_Image], n_sessions: int, k
     for p in visible:
         for it in p.items:
             by_item[it].append(p)
-    by_category: dict[str, list[_Image]] = defaultdict(list)
-    for p in visible:
-        for c in sorted({run.specs[i].category for i in p.items}):
-            by_category[c].append(p)
+    categories = _CategoryPools(visible, run.specs)
     queryable = [p for p in visible if not p.is_composition and len(by_item[p.items[0]]) >= 2]
     events: list[tuple[int, dict[str, Any]]] = []  # (ms of day, event)
     for s in range(n_sessions if len(visible) >= 2 else 0):
@@ -811,7 +808,7 @@ def _simulate_day(run: _Run, day: int, visible: list[_Image], n_sessions: int, k
             query = queryable[int(crng.integers(0, len(queryable)))]
         else:
             query = visible[int(crng.integers(0, len(visible)))]
-        shown = _candidates(query, visible, by_item, by_category, run.specs, crng, k)
+        shown = _candidates(query, visible, by_item, categories, crng, k)
         crng.shuffle(shown)  # type: ignore[arg-type]  # random order: position independent of relevance
         start_ms = int(crng.integers(43_200_000, 85_800_000))
         user = f"user-{int(crng.integers(0, n_users)):04d}"
@@ -1045,24 +1042,67 @@ def _render_planned(p: _Image, specs: dict[int, ItemSpec], rng: np.random.Genera
     return encode(image, p.fmt), mode, size, size
 
 
+def _pick(pool: Sequence[_Image], n: int, rng: np.random.Generator, exclude: Collection[str]) -> list[_Image]:
+    """Up to ``n`` distinct members of ``pool`` whose ids are not in ``exclude``, uniformly at random.
+
+    Draws ``n + len(exclude)`` distinct positions (enough whatever ``exclude`` holds), so a large
+    pool costs O(n + len(exclude)), not a permutation of the whole pool; a pool at most four times
+    that size is permuted whole.
+    """
+    if n <= 0 or not pool:
+        return []
+    m = min(len(pool), n + len(exclude))
+    small = len(pool) <= 4 * m
+    order = rng.permutation(len(pool)) if small else rng.choice(len(pool), size=m, replace=False)
+    out: dict[str, _Image] = {}
+    for i in order:
+        p = pool[int(i)]
+        if p.image_id not in exclude and p.image_id not in out:
+            out[p.image_id] = p
+            if len(out) == n:
+                break
+    return list(out.values())
+
+
+class _CategoryPools:
+    """The visible images of each set of categories (deduplicated), built once per set."""
+
+    def __init__(self, visible: Sequence[_Image], specs: dict[int, ItemSpec]) -> None:
+        self._specs = specs
+        self._by_category: dict[str, list[_Image]] = defaultdict(list)
+        for p in visible:
+            for c in sorted({specs[i].category for i in p.items}):
+                self._by_category[c].append(p)
+        self._pools: dict[tuple[str, ...], list[_Image]] = {}
+
+    def of(self, items: Sequence[int]) -> list[_Image]:
+        """The visible images sharing a category with any of ``items``."""
+        cats = tuple(sorted({self._specs[i].category for i in items}))
+        pool = self._pools.get(cats)
+        if pool is None:
+            seen: dict[str, _Image] = {}
+            for c in cats:
+                for p in self._by_category[c]:
+                    seen.setdefault(p.image_id, p)
+            pool = self._pools[cats] = list(seen.values())
+        return pool
+
+
 def _candidates(query: _Image, visible: list[_Image], by_item: dict[int, list[_Image]],
-                by_category: dict[str, list[_Image]], specs: dict[int, ItemSpec], rng: np.random.Generator,
-                k: int) -> list[_Image]:
+                categories: _CategoryPools, rng: np.random.Generator, k: int) -> list[_Image]:
     """A result list for ``query``: some of its group, a composition holding its item, some of its
     category, the rest random (order decided by the caller)."""
     chosen: dict[str, _Image] = {query.image_id: query}
 
-    def take(pool: list[_Image], n: int) -> None:
-        want = len(chosen) + max(0, min(n, k + 1 - len(chosen)))  # k results besides the query
-        for i in rng.permutation(len(pool)):
-            if len(chosen) >= want:
-                break
-            chosen.setdefault(pool[int(i)].image_id, pool[int(i)])
+    def take(pool: Sequence[_Image], n: int) -> None:
+        need = max(0, min(n, k + 1 - len(chosen)))  # k results besides the query
+        for p in _pick(pool, need, rng, chosen):
+            chosen[p.image_id] = p
 
     same = [p for it in query.items for p in by_item[it]]
     take([p for p in same if not p.is_composition], int(rng.integers(1, 5)))
     take([p for p in same if p.is_composition], 1)
-    take([p for c in sorted({specs[i].category for i in query.items}) for p in by_category[c]], 2)
+    take(categories.of(query.items), 2)
     take(visible, k)
     del chosen[query.image_id]
     return list(chosen.values())
@@ -1075,6 +1115,7 @@ def _judgments_and_labels(visible: list[_Image], specs: dict[int, ItemSpec], rng
     for p in visible:
         for it in p.items:
             by_item[it].append(p)
+    categories = _CategoryPools(visible, specs)
     singles = [p for p in visible if not p.is_composition and len(by_item[p.items[0]]) >= 2]
     comps = [p for p in visible if p.is_composition]
     n_queries = min(len(singles) + len(comps), max(10, images // 10))
@@ -1084,14 +1125,10 @@ def _judgments_and_labels(visible: list[_Image], specs: dict[int, ItemSpec], rng
     rows: list[tuple[str, str, str, int]] = []
     for q in sorted(picked, key=lambda p: p.serial):
         cands: dict[str, _Image] = {p.image_id: p for it in q.items for p in by_item[it]}
-        cats = {specs[i].category for i in q.items}
-        same_cat = [p for p in visible
-                    if p.image_id not in cands and any(specs[i].category in cats for i in p.items)]
-        for i in rng.permutation(len(same_cat))[:5]:
-            cands[same_cat[int(i)].image_id] = same_cat[int(i)]
-        others = [p for p in visible if p.image_id not in cands]
-        for i in rng.permutation(len(others))[:10]:
-            cands[others[int(i)].image_id] = others[int(i)]
+        for p in _pick(categories.of(q.items), 5, rng, cands):
+            cands[p.image_id] = p
+        for p in _pick(visible, 10, rng, cands):
+            cands[p.image_id] = p
         cands.pop(q.image_id, None)
         for c in sorted(cands.values(), key=lambda p: p.serial):
             rows.append(("demo", q.image_id, c.image_id, grade(q.items, c.items, specs)))
