@@ -25,7 +25,7 @@ import json
 import logging
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,11 +36,13 @@ import pyarrow as pa
 from visearch import faults, tables
 from visearch.config import Settings
 from visearch.index import (
+    MIN_EFFECTIVE_DIM_SHARE,
     IndexPlan,
     ShardBuilder,
     choose_index,
     collect_vectors,
     deserialize,
+    effective_dim_share,
     eligible_embeddings,
     exact_topk_spark,
     recall_at_k,
@@ -48,6 +50,7 @@ from visearch.index import (
     serialize,
     train_index,
     tune_nprobe,
+    wants_rotation,
 )
 from visearch.jobrun import JobContext, job_parser
 from visearch.manifest import (
@@ -261,16 +264,21 @@ def _with_hashes(rows: DataFrame, column: str, num_shards: int = 0) -> DataFrame
     return rows.mapInArrow(add, schema)
 
 
-def _quantizer_reusable(parent: IndexManifest | None, model_version: str, dim: int, plan: IndexPlan) -> str:
-    """Why the parent's trained index cannot be reused ("" when it can)."""
+def _quantizer_reusable(parent: IndexManifest | None, model_version: str, dim: int,
+                        plans: Sequence[IndexPlan]) -> str:
+    """Why the parent's trained index cannot be reused ("" when it can).
+
+    ``plans``: what a full build could choose now (with and without an OPQ rotation, which the
+    training sample decides).
+    """
     if parent is None:
         return "no published build to extend"
     if parent.model_version != model_version:
         return f"model version changed ({parent.model_version} -> {model_version})"
     if parent.dim != dim:
         return f"dimension changed ({parent.dim} -> {dim})"
-    if parent.factory != plan.factory:
-        return f"index choice changed ({parent.factory} -> {plan.factory})"
+    if parent.factory not in {p.factory for p in plans}:
+        return f"index choice changed ({parent.factory} -> {' or '.join(sorted({p.factory for p in plans}))})"
     return ""
 
 
@@ -319,9 +327,12 @@ def run(
         dim = int(stats["dmin"])
         table_version = tables.version(spark, settings, tables.GOLD_EMBEDDINGS)
 
-    plan = choose_index(n, dim, settings.index.memory_budget_mb * 1024 * 1024)
+    budget = int(settings.index.memory_budget_mb * 1024 * 1024)
+    rotation = settings.index.rotation
+    plan = choose_index(n, dim, budget, rotate=rotation == "always")
+    rotated = choose_index(n, dim, budget, rotate=True)
     parent = lineage_parent(store, name, ds)
-    why_not = _quantizer_reusable(parent, mv, dim, plan)
+    why_not = _quantizer_reusable(parent, mv, dim, [plan, rotated] if rotation == "auto" else [plan])
     if mode in ("incremental", "compact") and why_not:
         raise ValueError(f"cannot build {mode} for {ds}: {why_not}")
     kind = "full" if mode == "full" or why_not else ("compaction" if mode == "compact" else "incremental")
@@ -375,6 +386,11 @@ def run(
         with timer.stage("train"):
             sample = sample_rows(eligible, plan.train_size, f"train-{ds}") if plan.train_size else None
             vectors = np.zeros((0, dim), np.float32) if sample is None else collect_vectors(sample, dim)[1]
+            if rotation == "auto" and rotated.factory != plan.factory and wants_rotation(vectors):
+                log.info("anisotropic vectors (effective dimension share %.3f < %.2f): %s instead of %s",
+                         effective_dim_share(vectors[:20_000]), MIN_EFFECTIVE_DIM_SHARE, rotated.factory,
+                         plan.factory)
+                plan = rotated  # same lists and code bits, so the same training-sample size
             trained_bytes = serialize(train_index(plan, vectors))
             trained_key = f"{prefix}/{TRAINED_FILE}"
             trained_sha = store.put_bytes(trained_key, trained_bytes)

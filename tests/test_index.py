@@ -18,11 +18,13 @@ from visearch.index import (
     ShardBuilder,
     choose_index,
     choose_nlist,
+    effective_dim_share,
     exact_search,
     recall_at_k,
     search,
     train_index,
     tune_nprobe,
+    wants_rotation,
 )
 
 MB = 1 << 20
@@ -46,6 +48,60 @@ def test_choose_index__tiers_follow_the_memory_budget() -> None:
     # 128e6 bytes for 1M vectors fit 104-byte codes; 104 does not divide 256: OPQ rotates into 312 dims.
     padded = choose_index(1_000_000, 256, 128_000_000)
     assert padded.factory == f"OPQ104_312,IVF{padded.nlist}_HNSW32,PQ104"
+
+
+def _anisotropic(n: int, dim: int, seed: int) -> np.ndarray:
+    """Unit vectors whose variance decays fast over randomly rotated directions (like CNN features)."""
+    rng = np.random.default_rng(seed)
+    scales = 0.7 ** np.arange(dim)
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    x = (rng.standard_normal((n, dim)) * scales) @ basis.T + 0.05 * rng.standard_normal(dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_effective_dim_share__one_when_isotropic_small_when_a_few_directions_dominate() -> None:
+    rng = np.random.default_rng(0)
+    assert effective_dim_share(rng.standard_normal((20_000, 32))) > 0.95
+    assert effective_dim_share(_anisotropic(20_000, 32, seed=1)) < 0.2
+    assert effective_dim_share(np.ones((10, 8))) == 1.0
+    with pytest.raises(ValueError, match="n >= 2"):
+        effective_dim_share(np.ones((1, 8)))
+
+
+def test_wants_rotation__auto_follows_the_spectrum_and_the_setting_overrides() -> None:
+    iso = clustered(5_000, 32, seed=4, clusters=100, spread=0.3)
+    aniso = _anisotropic(5_000, 32, seed=4)
+    assert not wants_rotation(iso) and wants_rotation(aniso)
+    assert wants_rotation(iso, "always") and not wants_rotation(aniso, "never")
+    with pytest.raises(ValueError, match="rotation mode"):
+        wants_rotation(iso, "sometimes")
+
+
+def test_choose_index__rotate_adds_opq_to_pq_only() -> None:
+    n, dim = 200_000, 128
+    assert choose_index(n, dim, 1 << 30, rotate=True).factory == choose_index(n, dim, 1 << 30).factory
+    plain, rotated = choose_index(n, dim, 6 * MB), choose_index(n, dim, 6 * MB, rotate=True)
+    assert rotated.kind == "opq_ivf_pq" and rotated.factory.startswith(f"OPQ{rotated.m}")
+    assert rotated.factory.endswith(f"IVF{plain.nlist},PQ{rotated.m}") and rotated.train_size == plain.train_size
+    assert rotated.estimated_bytes <= 6 * MB
+
+
+def test_rotation__anisotropic_vectors_get_a_higher_recall_with_opq() -> None:
+    n, dim = 10_200, 16  # >= 39 * 256 training points: 8-bit codes
+    vectors = _anisotropic(n, dim, seed=5)
+    queries, base = vectors[:200], vectors[200:]
+    _, exact = exact_search(base, queries, 10)
+    budget = (n - 200) * (4 + 8) + 50_000  # 4-byte codes and ids, the quantizer and codebooks
+    recalls = {}
+    for rotate in (False, True):
+        plan = choose_index(len(base), dim, budget, rotate=rotate)
+        assert plan.m == 4 and plan.factory.startswith("OPQ") == rotate
+        builder = ShardBuilder(train_index(plan, base[: plan.train_size]))
+        builder.add(base, np.arange(len(base), dtype=np.int64))
+        _, found = search(builder.finish(), queries, 10, nprobe=16)
+        recalls[rotate] = recall_at_k(found, exact, 10)
+    assert wants_rotation(base[:5_000])
+    assert recalls[True] > recalls[False] + 0.05, recalls  # measured 0.63 against 0.53
 
 
 @pytest.mark.parametrize("n", [50_000, 100_000, 1_000_000, 10_000_000, 1_000_000_000])

@@ -136,7 +136,7 @@ class IndexSettings:
     """Index build and publishing knobs."""
 
     name: str = "main"
-    memory_budget_mb: int = 2048
+    memory_budget_mb: float = 2048.0
     target_recall: float = 0.95
     latency_budget_ms: float = 5.0
     shards: int = 2
@@ -144,6 +144,11 @@ class IndexSettings:
     keep_builds: int = 5
     compact_tombstone_share: float = 0.1
     compact_delta_shards: int = 8
+    rotation: str = "auto"  # OPQ for PQ codes below 1M vectors: auto (anisotropic data), always, never
+
+    def __post_init__(self) -> None:
+        if self.rotation not in ("auto", "always", "never"):
+            raise ValueError(f"index.rotation must be auto, always or never, got {self.rotation!r}")
 
 
 @dataclass(frozen=True)

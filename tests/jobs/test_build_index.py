@@ -214,6 +214,45 @@ def test_incremental__delta_shard_tombstones_never_returned_then_compaction(
     assert current_build_id(store, "main") == inc["build_id"]
 
 
+def test_anisotropic_embeddings__pq_codes_get_an_opq_rotation_and_the_next_day_extends_it(
+    spark: Any, settings: Settings
+) -> None:
+    n, dim = 6_000, DIM
+    rng = np.random.default_rng(8)
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    x = (rng.standard_normal((n, dim)) * 0.7 ** np.arange(dim)) @ basis.T  # a few directions dominate
+    vectors = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    ids = [f"img-{i:05d}" for i in range(n)]
+    write_images(spark, settings, ids)
+    write_embeddings(spark, settings, ids, vectors)
+    open_store(settings.artifacts).write_pointer("models/CHAMPION", MV)
+    # Room for 4-byte PQ codes only; their recall is far from exact search, so publishing accepts it.
+    settings = with_index(settings, memory_budget_mb=0.1, min_publish_recall=0.0)
+
+    plain = build_index.run(with_index(settings, rotation="never"), "2026-01-02", spark=spark)
+    assert plain["factory"].startswith("IVF") and ",PQ4" in plain["factory"]
+    result = build_index.run(settings, "2026-01-02", spark=spark)
+    assert result["factory"] == "OPQ4," + plain["factory"]
+    publish_index.run(settings, "2026-01-02", spark=spark)
+
+    store = open_store(settings.artifacts)
+    queries = vectors[:200]
+    _, exact_rows = exact_search(vectors, queries, 10)
+    recall = {}
+    for build_id in (plain["build_id"], result["build_id"]):
+        with load_build(store, "main", build_id) as build:
+            _, found = build.search(queries, 10)
+            got = build.image_ids(found)
+        recall[build_id] = np.mean([len(set(g) & {ids[r] for r in e}) / 10 for g, e in zip(got, exact_rows)])
+    assert recall[result["build_id"]] > recall[plain["build_id"]], recall
+
+    more = [f"new-{i:03d}" for i in range(50)]
+    write_images(spark, settings, more, ds="2026-01-03")
+    write_embeddings(spark, settings, ids + more, np.vstack([vectors, vectors[:50]]))
+    nxt = build_index.run(settings, "2026-01-03", spark=spark)  # the rotated quantizer is reused
+    assert nxt["build_kind"] == "incremental" and nxt["factory"] == result["factory"]
+
+
 def test_new_model_version__full_build(spark: Any, settings: Settings, corpus: dict[str, Any]) -> None:
     first = build_index.run(settings, "2026-01-02", spark=spark)
     publish_build(open_store(settings.artifacts), "main", first["build_id"], ds="2026-01-02")

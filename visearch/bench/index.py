@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=int, default=256, help="vector dimension (default 256)")
     parser.add_argument("--queries", type=int, default=1000,
                         help="held-out query vectors: half tune ours, half measure both")
+    parser.add_argument("--rotation", choices=("auto", "always", "never"), default="auto",
+                        help="OPQ rotation of PQ codes below 1M vectors (index.rotation; auto: when the "
+                             "training sample is anisotropic)")
     parser.add_argument("--clusters", type=int, default=1000, help="clusters of the synthetic data")
     parser.add_argument("--spread", type=float, default=0.6, help="in-cluster noise relative to centre norm")
     parser.add_argument("--memory-mb", type=float, default=None,
@@ -140,13 +143,15 @@ def measure(index: Any, queries: np.ndarray, exact: np.ndarray, params: str, k: 
 def run_ours(vectors: np.ndarray, tune_q: np.ndarray, tune_exact: np.ndarray, budget: int,
              args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """Choose, train, add and tune our index; return it and what we chose."""
-    from visearch.index import ShardBuilder, choose_index, train_index, tune_nprobe
+    from visearch.index import ShardBuilder, choose_index, train_index, tune_nprobe, wants_rotation
 
     start = time.perf_counter()
-    plan = choose_index(vectors.shape[0], vectors.shape[1], budget)
+    plan = choose_index(vectors.shape[0], vectors.shape[1], budget, rotate=args.rotation == "always")
     rng = np.random.default_rng(args.seed + 1)
     sample = vectors[np.sort(rng.choice(vectors.shape[0], plan.train_size, replace=False))] \
         if plan.train_size else vectors[:0]
+    if args.rotation == "auto" and plan.m and wants_rotation(sample):  # as jobs/build_index.py decides
+        plan = choose_index(vectors.shape[0], vectors.shape[1], budget, rotate=True)
     t0 = time.perf_counter()
     trained = train_index(plan, sample)
     train_s = time.perf_counter() - t0
