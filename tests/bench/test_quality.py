@@ -130,6 +130,16 @@ def test_click_pairs__two_clicks_a_pair_keep_mostly_same_class_pairs() -> None:
     assert 300 < n_two < n_one
 
 
+def test_run__rejects_negative_steps(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), "--steps", "-1"])
+    assert args.steps == -1 and parser.parse_args(["--out", str(tmp_path)]).steps == 0  # 0: the time budget
+    with pytest.raises(ValueError, match="--steps must be >= 0"):
+        run(args)
+
+
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory: pytest.TempPathFactory, cifar_dir: Path, spark: Any) -> dict[str, Any]:
     parser = argparse.ArgumentParser()

@@ -511,6 +511,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout-images", type=int, default=50, help="held-out images per class")
     parser.add_argument("--budget-minutes", type=float, default=10.0,
                         help="wall-clock training budget of each learned model")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="fixed training steps of each learned model instead of --budget-minutes (no "
+                             "timing probe and no wall-clock cut: a loaded machine slows the run, not the model)")
     parser.add_argument("--with-clicks", action="store_true",
                         help="also train self + simulated click pairs at the same budget")
     parser.add_argument("--sessions-per-query", type=int, default=5,
@@ -546,6 +549,8 @@ def _check(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not args.budget_minutes > 0:
         raise ValueError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+    if args.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {args.steps}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -613,11 +618,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runs[LEARNED_CLICKS] = training_records(uris, stats, settings, DS, train_labels)
 
         budget_s = 60.0 * args.budget_minutes
-        per_step = seconds_per_step(model_settings, self_records, cfg, augment=augment,
-                                    checkpoint_dir=tmp / "probe", cache=cache)
-        steps = max(2, int(budget_s / per_step))
+        stop_after_s: float | None = 1.25 * budget_s
+        if args.steps:  # a fixed amount of work: no probe, no wall-clock cut (train CPU seconds reported)
+            per_step, steps, stop_after_s = 0.0, args.steps, None
+            log.info("%d steps a model (--steps), no wall-clock budget", steps)
+        else:
+            per_step = seconds_per_step(model_settings, self_records, cfg, augment=augment,
+                                        checkpoint_dir=tmp / "probe", cache=cache)
+            steps = max(2, int(budget_s / per_step))
+            log.info("%.2fs a step -> %d steps in %.1f min", per_step, steps, args.budget_minutes)
         cfg = dataclasses.replace(cfg, steps=steps)
-        log.info("%.2fs a step -> %d steps in %.1f min", per_step, steps, args.budget_minutes)
 
         registry = ModelRegistry(open_store(settings.artifacts))
         embedders: dict[str, Any] = {COLOR_HISTOGRAM: ColorHistogramEmbedder(),
@@ -628,7 +638,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, (records, info) in runs.items():
             model, summary = train_records(model_settings, records, cfg,
                                            augment=augment, cache=cache,
-                                           checkpoint_dir=tmp / f"ckpt-{name}", stop_after_s=1.25 * budget_s)
+                                           checkpoint_dir=tmp / f"ckpt-{name}", stop_after_s=stop_after_s)
             training[name] = {**summary, **info}
             embedders[name] = _loaded(model, registry, {"ds": DS, "bench": "quality", "run": name, **summary})
 
@@ -650,7 +660,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "corpus_map@10", "corpus_recall@10", "knn@10", "judged_ndcg_vs_hist", "corpus_ndcg_vs_hist",
                "train_s", "train_cpu_s", "steps"]
     print(f"\nretrieval quality on {len(images)} held-out CIFAR-10 photographs "
-          f"({len(uris)} training images, {args.budget_minutes} min budget a model, "
+          f"({len(uris)} training images, "
+          f"{f'{steps} steps' if args.steps else f'{args.budget_minutes} min budget'} a model, "
           f"load average {load[0]:.1f} on {os.cpu_count()} CPUs)")
     table = print_table(rows, columns)
     result: dict[str, Any] = {
