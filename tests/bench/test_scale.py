@@ -195,3 +195,8 @@ def test_included_rows__adds_earlier_sizes_and_refuses_a_repeated_size(tmp_path:
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="no 'rows'"):
         included_rows([tmp_path / "bad.json"], sizes=(1000,))
+    later = tmp_path / "demo-again.json"
+    later.write_text(json.dumps({"rows": [{"stage": "demo", "images": 64000, "seconds": 5.0},
+                                          {"stage": "embed", "images": 64000, "seconds": 7.0}]}))
+    rows = included_rows([earlier, later], sizes=())
+    assert [(r["stage"], r["seconds"]) for r in rows] == [("demo", 5.0), ("embed", 7.0)]  # the last file wins

@@ -444,7 +444,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure nothing: fit, print and plot the rows of the --include files")
     parser.add_argument("--include", action="append", default=[], metavar="SCALE_JSON",
                         help="add the rows of an earlier run (its scale.json or scale-partial.json) before "
-                             "fitting, e.g. the largest size measured on its own; repeatable")
+                             "fitting, e.g. the largest size measured on its own; repeatable (a stage and size "
+                             "in several files: the last file's row)")
 
 
 def _selected_stages(text: str) -> tuple[tuple[str, str], ...]:
@@ -459,10 +460,13 @@ def _selected_stages(text: str) -> tuple[tuple[str, str], ...]:
 def included_rows(paths: Sequence[str | Path], sizes: Sequence[int]) -> list[dict[str, Any]]:
     """Rows of earlier runs (``scale.json`` or ``scale-partial.json``) for sizes this run does not measure.
 
+    A (stage, size) found in several files is taken from the last one, so a stage remeasured on its
+    own (e.g. after a fix) replaces its older rows.
+
     Raises:
         ValueError: when a file has no ``rows`` or repeats a size this run measures.
     """
-    rows: list[dict[str, Any]] = []
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
     for path in paths:
         data = json.loads(Path(path).read_text())
         if not isinstance(data.get("rows"), list):
@@ -470,8 +474,11 @@ def included_rows(paths: Sequence[str | Path], sizes: Sequence[int]) -> list[dic
         clash = sorted({int(r["images"]) for r in data["rows"]} & set(sizes))
         if clash:
             raise ValueError(f"{path}: sizes {clash} are measured again by this run; drop them from --sizes")
-        rows += [dict(r) for r in data["rows"]]
-    return rows
+        for r in data["rows"]:
+            key = (str(r["stage"]), int(r["images"]))
+            rows.pop(key, None)  # the later file's row, in the later file's place
+            rows[key] = dict(r)
+    return list(rows.values())
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
