@@ -250,6 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows.append({"system": "visearch", **info, "n": n, "bytes/vector": index_bytes(ours) / n,
                  **measure(ours, eval_q, eval_exact, info["params"])})
     del ours
+    log.info("visearch: %s", json.dumps(rows[0], default=str))  # kept in the log if the run is stopped later
     notes = []
     if not args.no_autofaiss:
         with tempfile.TemporaryDirectory(prefix="visearch-bench-") as tmp:
