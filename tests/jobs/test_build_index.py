@@ -243,7 +243,8 @@ def test_anisotropic_embeddings__pq_codes_get_an_opq_rotation_and_the_next_day_e
         with load_build(store, "main", build_id) as build:
             _, found = build.search(queries, 10)
             got = build.image_ids(found)
-        recall[build_id] = np.mean([len(set(g) & {ids[r] for r in e}) / 10 for g, e in zip(got, exact_rows)])
+        pairs = zip(got, exact_rows, strict=True)
+        recall[build_id] = np.mean([len(set(g) & {ids[r] for r in e}) / 10 for g, e in pairs])
     assert recall[result["build_id"]] > recall[plain["build_id"]], recall
 
     more = [f"new-{i:03d}" for i in range(50)]

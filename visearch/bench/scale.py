@@ -520,7 +520,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     try:
         warm = [(s, m) for s, m in stages if s in (DEMO, "ingest_images")]
-        if sizes and getattr(args, "warmup", 0) and len(warm) == 2:
+        warmup: int = getattr(args, "warmup", 0)
+        if sizes and warmup and len(warm) == 2:
             # The first Spark stage of a process pays for the JVM's start, class loading and JIT;
             # a small throwaway corpus takes that cost so that it is not charged to the first size.
             log.info("bench scale: warm-up on %d images (not recorded)", args.warmup)
