@@ -36,13 +36,11 @@ import pyarrow as pa
 from visearch import faults, tables
 from visearch.config import Settings
 from visearch.index import (
-    MIN_EFFECTIVE_DIM_SHARE,
     IndexPlan,
     ShardBuilder,
     choose_index,
     collect_vectors,
     deserialize,
-    effective_dim_share,
     eligible_embeddings,
     exact_topk_spark,
     recall_at_k,
@@ -387,9 +385,7 @@ def run(
             sample = sample_rows(eligible, plan.train_size, f"train-{ds}") if plan.train_size else None
             vectors = np.zeros((0, dim), np.float32) if sample is None else collect_vectors(sample, dim)[1]
             if rotation == "auto" and rotated.factory != plan.factory and wants_rotation(vectors):
-                log.info("anisotropic vectors (effective dimension share %.3f < %.2f): %s instead of %s",
-                         effective_dim_share(vectors[:20_000]), MIN_EFFECTIVE_DIM_SHARE, rotated.factory,
-                         plan.factory)
+                log.info("anisotropic vectors: %s instead of %s", rotated.factory, plan.factory)
                 plan = rotated  # same lists and code bits, so the same training-sample size
             trained_bytes = serialize(train_index(plan, vectors))
             trained_key = f"{prefix}/{TRAINED_FILE}"

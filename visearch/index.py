@@ -164,7 +164,10 @@ def wants_rotation(sample: np.ndarray, mode: str = "auto") -> bool:
         return mode == "always"
     if sample.shape[0] < 2:
         return False
-    return effective_dim_share(sample[:20_000]) < MIN_EFFECTIVE_DIM_SHARE
+    share = effective_dim_share(sample[:20_000])
+    log.info("effective dimension share of the training sample %.3f (OPQ below %.2f)", share,
+             MIN_EFFECTIVE_DIM_SHARE)
+    return share < MIN_EFFECTIVE_DIM_SHARE
 
 
 def choose_index(n: int, dim: int, memory_budget_bytes: int, *, rotate: bool = False) -> IndexPlan:
