@@ -669,7 +669,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    if not callable(v)},
         "model": dataclasses.asdict(model_settings),
         "train_config": dataclasses.asdict(cfg),
-        "seconds_per_step_probe": round(per_step, 3),
+        "seconds_per_step_probe": None if args.steps else round(per_step, 3),  # no probe with --steps
         "train_images": len(uris),
         "heldout_images": len(images),
         "train_ids": sorted(uris),
