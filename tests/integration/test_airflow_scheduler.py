@@ -44,9 +44,12 @@ DAG_ID = "visearch_nightly"
 BACKFILL_DAYS = ("2026-01-01", "2026-01-02")
 DEMO_DAYS = 3  # the third day's manifests and clicks are landed again under the scheduled run's date
 # Fixed dates, corpus and seed: every job is a function of them, so the backfill and the reference
-# are comparable, and the first model beats both baselines (measured: nDCG@10 0.226 against 0.122
-# and 0.098), so it is promoted and embed has a champion.
-IMAGES, SEED = 150, 6
+# are comparable, and the first model beats both baselines, so it is promoted and embed has a
+# champion. The seed is the one with the widest margin of seeds 1-8 (measured on the demo generator
+# of bfc4740, corpus nDCG@10 0.353 against random_init 0.221 and color_histogram 0.172); seed 6 lost
+# to the histogram (0.153 against 0.171) once the generator's draws changed. Float results of
+# training differ a little between CPUs, so a thin margin would make this test depend on the machine.
+IMAGES, SEED = 150, 3
 KNOBS = {
     "VISEARCH_TRAIN__STEPS": "20",
     "VISEARCH_TRAIN__BATCH_SIZE": "16",
