@@ -43,3 +43,23 @@ def test_bench_index__real_vectors_from_a_npy_file(tmp_path: Path) -> None:
     result = run(_args(tmp_path, "--vectors", str(tmp_path / "emb.npy"), "--memory-mb", "1"))
     assert (result["n"], result["dim"], result["data"]) == (2900, 24, str(tmp_path / "emb.npy"))
     assert result["rows"][0]["recall@10"] > 0.5  # a small set: exact or near-exact index
+
+
+def test_bench_index__also_memory_mb_adds_a_row_of_ours_inside_the_smaller_budget(tmp_path: Path) -> None:
+    result = run(_args(tmp_path, "--n", "20000", "--dim", "32", "--clusters", "50", "--memory-mb", "0.6",
+                       "--also-memory-mb", "0.3"))
+    full, small = result["rows"]
+    assert (full["system"], small["system"]) == ("visearch", "visearch@0.3MB")
+    assert small["budget_bytes"] == int(0.3 * 1024 * 1024)
+    assert small["bytes/vector"] * 20000 <= small["budget_bytes"] < full["bytes/vector"] * 20000
+    assert 0.0 < small["recall@10"] <= 1.0
+    assert result["planner"]["bytes_per_vector"] == full["bytes/vector"]  # the planner reads the main row
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (("--match-memory",), "drop --no-autofaiss"),
+    (("--also-memory-mb", "0"), "must be positive"),
+])
+def test_bench_index__bad_memory_options_are_refused(tmp_path: Path, extra: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run(_args(tmp_path, "--n", "2000", "--dim", "8", *extra))

@@ -20,6 +20,10 @@ database): recall@10 against exact search, median and p99 single-query latency (
 call, parameters set with ``faiss.ParameterSpace`` for both), bytes per vector (serialised
 index size / N) and build time.
 
+``--match-memory`` then builds ours once more with the size of autofaiss's index as the budget
+(when it came out smaller than ours), so the comparison also holds at equal memory in one run;
+``--also-memory-mb`` adds rows of ours at other budgets.
+
 Try: visearch bench index --n 100000 --out bench-results
 """
 
@@ -81,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bench-python", default=str(DEFAULT_BENCH_PYTHON),
                         help="python of the environment with autofaiss (default .venv-bench/bin/python)")
     parser.add_argument("--no-autofaiss", action="store_true", help="measure ours only")
+    parser.add_argument("--match-memory", action="store_true",
+                        help="after autofaiss, build ours again with its measured index size as the budget "
+                             "(when that is smaller than ours), so the two also compare at equal memory "
+                             "in the same run")
+    parser.add_argument("--also-memory-mb", type=float, action="append", default=[],
+                        help="build ours again at this budget too (repeatable; an extra row each)")
     parser.add_argument("--quick", action="store_true", help="100,000 vectors (used by `bench all`)")
     parser.add_argument("--vectors", default=None,
                         help="real embeddings instead of synthetic data: a .npy of shape (n, dim), float32, "
@@ -223,12 +233,20 @@ def planner_block(ours: dict[str, Any], dim: int, threads: int) -> dict[str, Any
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the comparison, print the table, write ``<out>/index.json``."""
+    """Run the comparison, print the table, write ``<out>/index.json``.
+
+    Raises:
+        ValueError: for ``--match-memory`` with ``--no-autofaiss``, or a non-positive ``--also-memory-mb``.
+    """
     import faiss
 
     from visearch.bench import print_table, write_result
     from visearch.index import exact_search, index_bytes
 
+    if args.match_memory and args.no_autofaiss:
+        raise ValueError("--match-memory matches autofaiss's index size: drop --no-autofaiss")
+    if any(not mb > 0 for mb in args.also_memory_mb):
+        raise ValueError(f"--also-memory-mb must be positive, got {args.also_memory_mb}")
     nq = args.queries
     source = getattr(args, "vectors", None)
     if source:
@@ -245,19 +263,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     half = nq // 2
     tune_q, tune_exact, eval_q, eval_exact = queries[:half], exact[:half], queries[half:], exact[half:]
 
-    rows: list[dict[str, Any]] = []
-    ours, info = run_ours(vectors, tune_q, tune_exact, budget, args)
-    rows.append({"system": "visearch", **info, "n": n, "bytes/vector": index_bytes(ours) / n,
-                 **measure(ours, eval_q, eval_exact, info["params"])})
-    del ours
-    log.info("visearch: %s", json.dumps(rows[0], default=str))  # kept in the log if the run is stopped later
+    def our_row(system: str, budget_bytes: int) -> dict[str, Any]:
+        index, info = run_ours(vectors, tune_q, tune_exact, budget_bytes, args)
+        row = {"system": system, **info, "n": n, "budget_bytes": budget_bytes,
+               "bytes/vector": index_bytes(index) / n, **measure(index, eval_q, eval_exact, info["params"])}
+        log.info("%s: %s", system, json.dumps(row, default=str))  # kept in the log if the run is stopped later
+        return row
+
+    rows: list[dict[str, Any]] = [our_row("visearch", budget)]
     notes = []
     if not args.no_autofaiss:
         with tempfile.TemporaryDirectory(prefix="visearch-bench-") as tmp:
             theirs, info = run_autofaiss(vectors, budget, args, Path(tmp))
-            rows.append({"system": "autofaiss", **info, "bytes/vector": index_bytes(theirs) / n,
+            their_bytes = index_bytes(theirs)
+            rows.append({"system": "autofaiss", **info, "budget_bytes": budget, "bytes/vector": their_bytes / n,
                          **measure(theirs, eval_q, eval_exact, info["params"])})
+            del theirs
         notes.append("autofaiss 2.18.0 ran in .venv-bench (numpy 1.26, faiss-cpu 1.8.0.post1) via subprocess")
+        if args.match_memory:
+            if their_bytes < rows[0]["bytes/vector"] * n:
+                rows.append(our_row("visearch@autofaiss-size", their_bytes))
+                notes.append(f"visearch@autofaiss-size: ours rebuilt with autofaiss's index size "
+                             f"({their_bytes} bytes) as the memory budget")
+            else:
+                notes.append("--match-memory: autofaiss's index is not smaller than ours; no rebuild")
+    for mb in args.also_memory_mb:
+        rows.append(our_row(f"visearch@{mb:g}MB", int(mb * 1024 * 1024)))
     columns = ["system", "factory", "params", "build_s", "bytes/vector", "recall@10", "p50_ms", "p99_ms"]
     what = f"real embeddings from {source}" if source else f"{args.clusters} clusters"
     print(f"\nindex bench: {n} x {dim} vectors, {what}, budget {budget / 2**20:.1f} MB, "
