@@ -63,3 +63,10 @@ def test_bench_index__also_memory_mb_adds_a_row_of_ours_inside_the_smaller_budge
 def test_bench_index__bad_memory_options_are_refused(tmp_path: Path, extra: tuple[str, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run(_args(tmp_path, "--n", "2000", "--dim", "8", *extra))
+
+
+def test_bench_all__index_also_compares_at_autofaiss_size(tmp_path: Path) -> None:
+    from visearch.bench import all_arguments
+
+    args = all_arguments("index", str(tmp_path), quick=True)
+    assert args.match_memory and args.quick and not args.no_autofaiss and args.out == str(tmp_path)
