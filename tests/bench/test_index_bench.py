@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visearch.bench.index import add_arguments, run
+from visearch.bench.index import add_arguments, matched_budget, run
 
 
 def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
@@ -70,3 +70,9 @@ def test_bench_all__index_also_compares_at_autofaiss_size(tmp_path: Path) -> Non
 
     args = all_arguments("index", str(tmp_path), quick=True)
     assert args.match_memory and args.quick and not args.no_autofaiss and args.out == str(tmp_path)
+
+
+def test_matched_budget__rebuild_only_when_autofaiss_came_out_smaller() -> None:
+    assert matched_budget(125_000_000, 98_000_000) == 98_000_000
+    assert matched_budget(26_000, 44_000) is None
+    assert matched_budget(50_000, 50_000) is None

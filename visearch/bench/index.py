@@ -232,6 +232,11 @@ def planner_block(ours: dict[str, Any], dim: int, threads: int) -> dict[str, Any
     return block
 
 
+def matched_budget(our_bytes: int, their_bytes: int) -> int | None:
+    """The budget of ``--match-memory``'s rebuild: autofaiss's index size, or None when ours is not larger."""
+    return their_bytes if their_bytes < our_bytes else None
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the comparison, print the table, write ``<out>/index.json``.
 
@@ -265,8 +270,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def our_row(system: str, budget_bytes: int) -> dict[str, Any]:
         index, info = run_ours(vectors, tune_q, tune_exact, budget_bytes, args)
-        row = {"system": system, **info, "n": n, "budget_bytes": budget_bytes,
-               "bytes/vector": index_bytes(index) / n, **measure(index, eval_q, eval_exact, info["params"])}
+        row = {"system": system, **info, "n": n, "budget_bytes": budget_bytes, "index_bytes": index_bytes(index),
+               **measure(index, eval_q, eval_exact, info["params"])}
+        row["bytes/vector"] = row["index_bytes"] / n
         log.info("%s: %s", system, json.dumps(row, default=str))  # kept in the log if the run is stopped later
         return row
 
@@ -281,8 +287,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             del theirs
         notes.append("autofaiss 2.18.0 ran in .venv-bench (numpy 1.26, faiss-cpu 1.8.0.post1) via subprocess")
         if args.match_memory:
-            if their_bytes < rows[0]["bytes/vector"] * n:
-                rows.append(our_row("visearch@autofaiss-size", their_bytes))
+            if (matched := matched_budget(rows[0]["index_bytes"], their_bytes)) is not None:
+                rows.append(our_row("visearch@autofaiss-size", matched))
                 notes.append(f"visearch@autofaiss-size: ours rebuilt with autofaiss's index size "
                              f"({their_bytes} bytes) as the memory budget")
             else:
