@@ -8,7 +8,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param
 
-from visearch.orchestration import DEFAULT_ARGS, spark_jars, spark_job
+from visearch.orchestration.operators import DEFAULT_ARGS, spark_jars, spark_job
 
 with DAG(
     dag_id="visearch_nightly",

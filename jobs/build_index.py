@@ -33,9 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from visearch import faults, tables
-from visearch.config import Settings
-from visearch.index import (
+from visearch.core import faults, tables
+from visearch.core.config import Settings
+from visearch.core.jobrun import JobContext, job_parser
+from visearch.core.spark import get_spark
+from visearch.core.storage import ObjectStore, open_store, sha256_bytes
+from visearch.core.timing import StageTimer
+from visearch.index.faiss_index import (
     IndexPlan,
     ShardBuilder,
     choose_index,
@@ -50,8 +54,7 @@ from visearch.index import (
     tune_nprobe,
     wants_rotation,
 )
-from visearch.jobrun import JobContext, job_parser
-from visearch.manifest import (
+from visearch.index.manifest import (
     CURRENT_FILE,
     IDS_METADATA_COLUMNS,
     TOMBSTONES_FILE,
@@ -73,11 +76,8 @@ from visearch.manifest import (
     write_manifest,
     write_tombstones,
 )
-from visearch.publish import read_history
-from visearch.shards import faiss_ids, probe_candidates, resolve_collisions, shards_of
-from visearch.spark import get_spark
-from visearch.storage import ObjectStore, open_store, sha256_bytes
-from visearch.timing import StageTimer
+from visearch.index.publish import read_history
+from visearch.index.shards import faiss_ids, probe_candidates, resolve_collisions, shards_of
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from visearch import tables as T
-from visearch.config import Settings
-from visearch.jobrun import JobContext, job_parser
-from visearch.pairs import PairStats, debiased_click_pairs, estimate_propensities, hard_negatives
-from visearch.storage import join, open_store
-from visearch.timing import StageTimer
+from visearch.core import tables as T
+from visearch.core.config import Settings
+from visearch.core.jobrun import JobContext, job_parser
+from visearch.core.storage import join, open_store
+from visearch.core.timing import StageTimer
+from visearch.train.pairs import PairStats, debiased_click_pairs, estimate_propensities, hard_negatives
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -88,7 +88,7 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None,
     import pandas as pd
     from pyspark.sql import functions as F
 
-    from visearch.spark import get_spark, to_spark_path
+    from visearch.core.spark import get_spark, to_spark_path
 
     spark = spark or get_spark(settings, "visearch-build-pairs")
     timer = timer or StageTimer("build_pairs")

@@ -8,10 +8,10 @@ Steps for ``--ds`` (model: ``--model VERSION``, default the champion, ``models/C
    in the nightly run, and everything for a new champion (no rows for its version yet).
    ``--full`` takes every ok image and replaces the version's partition. Rows of the version whose
    image is no longer ok (deleted, quarantined, gone from ``silver.images``) are to be removed.
-2. Embed. Executors run :func:`visearch.embedder.embed_arrow` (``mapInArrow``) over
+2. Embed. Executors run :func:`visearch.embed.embedder.embed_arrow` (``mapInArrow``) over
    ``(image_id, uri, sha256)``: the model is loaded once per Python worker process, on the GPU
    Spark assigned to the task when there is one; decoding runs in threads, overlapped with
-   inference (see :mod:`visearch.embedder`).
+   inference (see :mod:`visearch.embed.embedder`).
 3. Write. Incremental: one MERGE on ``(model_version, image_id)`` inserts new rows, rewrites
    re-embedded ones and deletes removed ones (and the stale row of a replaced image that now
    fails). Nothing to do means no write at all, so a rerun changes nothing. ``--full``: the
@@ -40,13 +40,12 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs import check_ds
-from visearch import tables as T
-from visearch.config import Settings
-from visearch.jobrun import JobContext, job_parser
-from visearch.registry import ModelRegistry
-from visearch.storage import open_store
-from visearch.timing import StageTimer
+from visearch.core import tables as T
+from visearch.core.config import Settings
+from visearch.core.jobrun import JobContext, check_ds, job_parser
+from visearch.core.storage import open_store
+from visearch.core.timing import StageTimer
+from visearch.train.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -90,7 +89,7 @@ def task_count(n: int, parallelism: int, per_task: int) -> int:
 
 def _cpu_threads(spark: SparkSession, tasks: int) -> int | None:
     """Torch threads per task: the local cores split between concurrent tasks; Spark's task cpus else."""
-    from visearch.embedder import cpu_threads_per_task, local_cores
+    from visearch.embed.embedder import cpu_threads_per_task, local_cores
 
     conf = spark.sparkContext.getConf()
     cores = local_cores(str(spark.sparkContext.master), os.cpu_count() or 1)
@@ -173,8 +172,8 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None, timer
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from visearch.embedder import RESULT_SCHEMA, EmbedTask, embed_arrow
-    from visearch.spark import get_spark
+    from visearch.core.spark import get_spark
+    from visearch.embed.embedder import RESULT_SCHEMA, EmbedTask, embed_arrow
 
     check_ds(ds)
     if images_per_task < 1:

@@ -12,16 +12,16 @@ Steps for ``--ds``:
 3. **Images**: ``silver.images`` with status ok. The corpus (what the corpus protocol searches
    and judged candidates may be) is the ok *public* images, as the serving tier only returns
    those; a query may be any ok image. A corpus larger than ``max_corpus`` is cut to every judged
-   image plus a deterministic sample of the others (:func:`visearch.evaluation.stable_sample`).
-4. **Bytes** are read with :func:`visearch.storage.read_uri` on the driver, by a thread pool
+   image plus a deterministic sample of the others (:func:`visearch.evaluate.evaluation.stable_sample`).
+4. **Bytes** are read with :func:`visearch.core.storage.read_uri` on the driver, by a thread pool
    (the reads are I/O bound). An image that cannot be read is counted (``unreadable``) and left
    out, which drops its judgments for every embedder alike.
 5. **Embedders**, all on the same queries and corpus: ``model`` (the version),
-   ``champion`` (the reference champion of :func:`visearch.evaluation.reference_champion`, when
+   ``champion`` (the reference champion of :func:`visearch.evaluate.evaluation.reference_champion`, when
    there is one other than the version: the same run makes the promotion comparison fair even as
    the corpus grows), ``random_init`` (the same architecture with weights seeded by
    ``settings.train.seed``) and ``color_histogram``. Both protocols of
-   :mod:`visearch.evaluation`, at every k of ``settings.eval.ks``.
+   :mod:`visearch.evaluate.evaluation`, at every k of ``settings.eval.ks``.
 6. **gold.model_metrics**: the rows of (model_version, eval_set) are replaced (``replaceWhere``),
    so a rerun leaves the same rows; ``embedder_version`` names the model behind ``model`` and
    ``champion`` rows.
@@ -31,7 +31,7 @@ Why the driver, and the path to scale: the evaluation set is bounded by design â
 costs minutes at most and keeps the numbers bit-for-bit reproducible (one process, fixed order).
 Spark is used for what grows with the lake (the tables). For full-corpus retrieval metrics at
 100-billion scale, vectors would not be recomputed here: the embed job's ``gold.embeddings`` (GPU
-executors) and the sharded index provide them, and :func:`visearch.evaluation.evaluate_vectors`
+executors) and the sharded index provide them, and :func:`visearch.evaluate.evaluation.evaluate_vectors`
 takes vectors from any source. Embedding the eval set on executors would be a ``mapPartitions``
 over ``(image_id, uri)`` that loads the model once per partition, as the embed job does.
 
@@ -50,10 +50,12 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs import check_ds
-from visearch import tables as T
-from visearch.config import S3Settings, Settings
-from visearch.evaluation import (
+from visearch.core import tables as T
+from visearch.core.config import S3Settings, Settings
+from visearch.core.jobrun import JobContext, check_ds, job_parser
+from visearch.core.storage import open_store, read_uri
+from visearch.core.timing import StageTimer
+from visearch.evaluate.evaluation import (
     CHAMPION,
     COLOR_HISTOGRAM,
     MODEL,
@@ -65,14 +67,11 @@ from visearch.evaluation import (
     reference_champion,
     stable_sample,
 )
-from visearch.jobrun import JobContext, job_parser
-from visearch.storage import open_store, read_uri
-from visearch.timing import StageTimer
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from visearch.registry import ModelRegistry
+    from visearch.train.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def newest_version_of_day(registry: ModelRegistry, ds: str) -> str | None:
     """The last (in name order) registry version trained for ``ds``, or None."""
-    from visearch.distributed import versions_of_day
+    from visearch.train.distributed import versions_of_day
 
     found = versions_of_day(registry.versions(), ds)
     return found[-1] if found else None
@@ -148,9 +147,9 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None, timer
     """
     from pyspark.sql import functions as F
 
-    from visearch.baselines import ColorHistogramEmbedder
-    from visearch.registry import ModelRegistry
-    from visearch.spark import get_spark
+    from visearch.core.spark import get_spark
+    from visearch.evaluate.baselines import ColorHistogramEmbedder
+    from visearch.train.registry import ModelRegistry
 
     check_ds(ds)
     if max_corpus < 1:

@@ -4,12 +4,12 @@ Steps for ``--ds``:
 
 1. Read ``<landing>/manifests/ds=<ds>/*.jsonl`` (file name and line number kept). No folder or
    no file means a day without uploads: legal, logged, and the day's rows are emptied.
-2. Parse every line (:func:`visearch.validation.parse_upload`); a bad line goes to
+2. Parse every line (:func:`visearch.ingest.validation.parse_upload`); a bad line goes to
    ``silver.quarantine`` (source ``images_manifest``, record ``line:<file>:<n>``) with its reason.
 3. One image_id appearing on several lines: the last line wins (files in name order, then line
    order); the others are quarantined as ``duplicate_image_id``.
 4. ``bronze.images_raw``: the kept lines, the ds partition replaced.
-5. Upserts: executors read each image (:func:`visearch.validation.validate_uri`) and validate it.
+5. Upserts: executors read each image (:func:`visearch.ingest.validation.validate_uri`) and validate it.
    Valid ones become ``status = 'ok'`` rows of ``silver.images``; rejected ones become
    ``status = 'quarantined'`` rows (so that an earlier good version stops being served) and go to
    the quarantine with source ``image``, record ``image_id``, and the reason.
@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs import check_ds, landing_files, read_lines
-from visearch import tables as T
-from visearch.config import IngestSettings, S3Settings, Settings
-from visearch.jobrun import JobContext, job_parser
-from visearch.timing import StageTimer
-from visearch.validation import (
+from visearch.core import tables as T
+from visearch.core.config import IngestSettings, S3Settings, Settings
+from visearch.core.jobrun import JobContext, check_ds, job_parser
+from visearch.core.timing import StageTimer
+from visearch.ingest.lines import landing_files, read_lines
+from visearch.ingest.validation import (
     DUPLICATE_IMAGE_ID,
     UNKNOWN_IMAGE_ID,
     Rejection,
@@ -130,7 +130,7 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None, timer
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from visearch.spark import get_spark
+    from visearch.core.spark import get_spark
 
     check_ds(ds)
     if images_per_task <= 0:

@@ -4,7 +4,7 @@ Steps for ``--ds``:
 
 1. Read ``<landing>/clicks/ds=<ds>/*.jsonl`` (file name and line number kept). No folder or no
    file means a day without traffic: legal, logged, and the day's partition is emptied.
-2. Validate each line (:func:`visearch.interactions.parse_event`); bad lines go to
+2. Validate each line (:func:`visearch.ingest.interactions.parse_event`); bad lines go to
    ``silver.quarantine`` (source ``interactions``) with their reason.
 3. Dedupe by event_id: the first occurrence (by ``ts``, then file and line) is kept, the others
    are quarantined as ``duplicate_event_id``. Events already ingested for one of the
@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs import check_ds, landing_files, read_lines
-from visearch import tables as T
-from visearch.config import Settings
-from visearch.interactions import DUPLICATE_EVENT_ID, event_id_of, parse_event
-from visearch.jobrun import JobContext, job_parser
-from visearch.timing import StageTimer
-from visearch.validation import Rejection
+from visearch.core import tables as T
+from visearch.core.config import Settings
+from visearch.core.jobrun import JobContext, check_ds, job_parser
+from visearch.core.timing import StageTimer
+from visearch.ingest.interactions import DUPLICATE_EVENT_ID, event_id_of, parse_event
+from visearch.ingest.lines import landing_files, read_lines
+from visearch.ingest.validation import Rejection
 
 if TYPE_CHECKING:
     from pyspark.sql import Row, SparkSession
@@ -92,7 +92,7 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None, timer
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from visearch.spark import get_spark
+    from visearch.core.spark import get_spark
 
     check_ds(ds)
     if lookback_days < 0:

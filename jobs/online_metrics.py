@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from visearch import tables as T
-from visearch.config import Settings
-from visearch.jobrun import JobContext, job_parser, parse_ds
-from visearch.timing import StageTimer
+from visearch.core import tables as T
+from visearch.core.config import Settings
+from visearch.core.jobrun import JobContext, job_parser, parse_ds
+from visearch.core.timing import StageTimer
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, SparkSession
@@ -58,7 +58,7 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None,
     """
     from pyspark.sql import functions as F
 
-    from visearch.spark import get_spark
+    from visearch.core.spark import get_spark
 
     try:
         parse_ds(ds)

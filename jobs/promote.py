@@ -14,7 +14,7 @@ Steps for ``--ds``:
    queries and corpus (``champion`` rows of the challenger's evaluation); when the evaluation had
    no champion rows for the current champion (it was promoted later), the champion's own
    evaluation rows are used instead and the record says so.
-4. **Decision**: :func:`visearch.promotion.decide_promotion` with ``settings.eval.promote_tolerance``
+4. **Decision**: :func:`visearch.evaluate.promotion.decide_promotion` with ``settings.eval.promote_tolerance``
    (first model: must beat both baselines; otherwise: not worse than the champion by more than
    the tolerance on nDCG@10). A challenger that already is the champion stays so.
 5. **Record** ``models/<challenger>/promotion.json`` (both scores, baselines, reason, versions),
@@ -34,11 +34,13 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs import check_ds
 from jobs.evaluate import newest_version_of_day
-from visearch import tables as T
-from visearch.config import Settings
-from visearch.evaluation import (
+from visearch.core import tables as T
+from visearch.core.config import Settings
+from visearch.core.jobrun import JobContext, check_ds, job_parser
+from visearch.core.storage import open_store
+from visearch.core.timing import StageTimer
+from visearch.evaluate.evaluation import (
     CHAMPION,
     COLOR_HISTOGRAM,
     MODEL,
@@ -46,16 +48,13 @@ from visearch.evaluation import (
     RANDOM_INIT,
     promotion_record,
 )
-from visearch.jobrun import JobContext, job_parser
-from visearch.metrics import metric_name
-from visearch.promotion import PROMOTION_METRIC, PromotionDecision, decide_promotion
-from visearch.storage import open_store
-from visearch.timing import StageTimer
+from visearch.evaluate.metrics import metric_name
+from visearch.evaluate.promotion import PROMOTION_METRIC, PromotionDecision, decide_promotion
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from visearch.registry import ModelRegistry
+    from visearch.train.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +97,8 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None, timer
     """
     from pyspark.sql import functions as F
 
-    from visearch.registry import ModelRegistry
-    from visearch.spark import get_spark
+    from visearch.core.spark import get_spark
+    from visearch.train.registry import ModelRegistry
 
     check_ds(ds)
     timer = timer or StageTimer("promote")

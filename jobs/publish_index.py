@@ -16,14 +16,14 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from visearch.config import Settings
-from visearch.index import collect_vectors, eligible_embeddings, exact_topk_spark, sample_rows
-from visearch.jobrun import JobContext, job_parser
-from visearch.manifest import BuildNotFoundError, current_build_id, live_rows_spark, read_manifest
-from visearch.publish import newest_build_for, prune_builds, publish_build, validate_build
-from visearch.spark import get_spark
-from visearch.storage import open_store
-from visearch.timing import StageTimer
+from visearch.core.config import Settings
+from visearch.core.jobrun import JobContext, job_parser
+from visearch.core.spark import get_spark
+from visearch.core.storage import open_store
+from visearch.core.timing import StageTimer
+from visearch.index.faiss_index import collect_vectors, eligible_embeddings, exact_topk_spark, sample_rows
+from visearch.index.manifest import BuildNotFoundError, current_build_id, live_rows_spark, read_manifest
+from visearch.index.publish import newest_build_for, prune_builds, publish_build, validate_build
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -46,8 +46,8 @@ def run(
 
     Raises:
         BuildNotFoundError: when there is no build for ``ds`` (or the named one does not exist).
-        visearch.publish.ValidationError: when validation fails (``CURRENT`` unchanged).
-        visearch.manifest.ChecksumError: when an object of the build is damaged.
+        visearch.index.publish.ValidationError: when validation fails (``CURRENT`` unchanged).
+        visearch.index.manifest.ChecksumError: when an object of the build is damaged.
     """
     timer = timer or StageTimer("publish_index")
     store = open_store(settings.artifacts, settings.s3)

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from visearch import tables as T
-from visearch.config import Settings
-from visearch.jobrun import JobContext, job_parser
-from visearch.quality import QualityGateError, quarantine_gate
-from visearch.timing import StageTimer
+from visearch.core import tables as T
+from visearch.core.config import Settings
+from visearch.core.jobrun import JobContext, job_parser
+from visearch.core.timing import StageTimer
+from visearch.ingest.quality_gate import QualityGateError, quarantine_gate
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -31,7 +31,7 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None,
     """
     from pyspark.sql import functions as F
 
-    from visearch.spark import get_spark
+    from visearch.core.spark import get_spark
 
     spark = spark or get_spark(settings, "visearch-quality-gate")
     timer = timer or StageTimer("quality_gate")

@@ -2,18 +2,18 @@
 
 For ``--ds``:
 
-1. Decide (:func:`visearch.distributed.decide`): a model version of this ds already exists → done,
+1. Decide (:func:`visearch.train.distributed.decide`): a model version of this ds already exists → done,
    nothing changes (a rerun of the whole DAG for a day is a no-op); otherwise train on cadence
    days (the date's ordinal divisible by ``--retrain-every``) and whenever no model exists yet.
 2. Read the day's pairs of ``gold.training_pairs`` and the URIs of their images from
    ``silver.images`` (status ok), each at one Delta version, recorded in the model's config.
    Pairs are ids and URIs, so they are collected to the driver and shipped to the workers
-   (inline, or as a Parquet file in the artifacts store for big sets: see visearch.distributed).
+   (inline, or as a Parquet file in the artifacts store for big sets: see visearch.train.distributed).
 3. Train with ``TorchDistributor(train.num_processes, local_mode=True)``: gloo on CPU, nccl on
    GPU, DDP when more than one process, checkpoints under ``checkpoints/<ds>/`` in the artifacts
    store; a killed run resumes from its last checkpoint.
 4. Save the weights, config (tables' versions, loss curve, images/s, pairs by source…) and the
-   TorchScript export with :class:`visearch.registry.ModelRegistry`; then delete the day's
+   TorchScript export with :class:`visearch.train.registry.ModelRegistry`; then delete the day's
    checkpoints. CHAMPION is not touched: evaluate/promote decide that.
 
 Try: python -m jobs.train --ds 2026-01-02 --retrain-every 1
@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs import check_ds
-from visearch import tables as T
-from visearch.config import Settings
-from visearch.distributed import (
+from visearch.core import tables as T
+from visearch.core.config import Settings
+from visearch.core.jobrun import JobContext, check_ds, job_parser
+from visearch.core.storage import open_store
+from visearch.core.timing import StageTimer
+from visearch.train.distributed import (
     AssembledPairs,
     PairRow,
     assemble_records,
@@ -43,9 +45,6 @@ from visearch.distributed import (
     make_spec,
     run_distributed,
 )
-from visearch.jobrun import JobContext, job_parser
-from visearch.storage import open_store
-from visearch.timing import StageTimer
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -127,8 +126,8 @@ def run(
         ValueError: for a bad ``ds`` or ``retrain_every``, missing input tables or no usable pair.
         RuntimeError: when training fails in a worker or the export does not match the model.
     """
-    from visearch.model import build_model
-    from visearch.registry import ModelRegistry
+    from visearch.train.model import build_model
+    from visearch.train.registry import ModelRegistry
 
     check_ds(ds)
     timer = timer or StageTimer("train")
@@ -150,7 +149,7 @@ def run(
         }
     log.info("training for %s: %s", ds, decision.reason)
 
-    from visearch.spark import get_spark
+    from visearch.core.spark import get_spark
 
     spark = spark or get_spark(settings, "visearch-train")
     with timer.stage("read pairs"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visearch.config import Settings, load_settings
+from visearch.core.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
@@ -37,7 +37,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     """One local Spark session with Delta for the whole run (JVM start-up is the cost)."""
-    from visearch.spark import get_spark
+    from visearch.core.spark import get_spark
 
     session = get_spark(load_settings(env={}), "visearch-tests")
     yield session

@@ -13,21 +13,21 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from visearch.jobrun import setup_logging
+from visearch.core.jobrun import setup_logging
 
 # command -> (module exposing add_cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo-data": ("visearch.demo", "generate the procedural demo corpus (images, manifests, clicks, judgments)"),
-    "land": ("visearch.landing", "turn a folder of images into a day's landing manifest"),
-    "demo-run": ("visearch.demo_run", "generate demo data and run the nightly DAG through Airflow"),
+    "demo-data": ("visearch.demo.corpus", "generate the procedural demo corpus (images, manifests, clicks, judgments)"),
+    "land": ("visearch.ingest.landing", "turn a folder of images into a day's landing manifest"),
+    "demo-run": ("visearch.demo.run", "generate demo data and run the nightly DAG through Airflow"),
     "bench": ("visearch.bench", "benchmarks: ingest, train, embed, index, search, quality, all"),
-    "evaluate": ("visearch.evaluation", "evaluate a model on your own judged image folder"),
-    "report": ("visearch.report", "write the HTML report (metrics, loss curve, CTR, sample queries)"),
-    "search": ("visearch.search_cli", "search the published index with an image (optionally a crop)"),
-    "serve": ("visearch.server", "serve the published index over HTTP"),
-    "index": ("visearch.publish", "index operations: list builds, rollback"),
-    "embeddings": ("visearch.embeddings_export", "export a model version's embeddings to .npy (for benchmarks)"),
-    "plan": ("visearch.plan", "capacity plan for a corpus of N images from measured throughputs"),
+    "evaluate": ("visearch.evaluate.evaluation", "evaluate a model on your own judged image folder"),
+    "report": ("visearch.evaluate.report", "write the HTML report (metrics, loss curve, CTR, sample queries)"),
+    "search": ("visearch.serve.cli", "search the published index with an image (optionally a crop)"),
+    "serve": ("visearch.serve.server", "serve the published index over HTTP"),
+    "index": ("visearch.index.publish", "index operations: list builds, rollback"),
+    "embeddings": ("visearch.embed.export", "export a model version's embeddings to .npy (for benchmarks)"),
+    "plan": ("visearch.plan.capacity", "capacity plan for a corpus of N images from measured throughputs"),
 }
 
 

@@ -18,10 +18,10 @@ os.environ.update({"VISEARCH_LANDING": str(root / "landing"), "VISEARCH_LAKE": s
                    "VISEARCH_ARTIFACTS": str(root / "artifacts"), **overrides})
 
 from jobs import build_pairs, evaluate, ingest_images, ingest_interactions, promote, train  # noqa: E402
-from visearch.config import load_settings  # noqa: E402
-from visearch.demo import generate_demo  # noqa: E402
-from visearch.jobrun import setup_logging  # noqa: E402
-from visearch.spark import get_spark  # noqa: E402
+from visearch.core.config import load_settings  # noqa: E402
+from visearch.core.jobrun import setup_logging  # noqa: E402
+from visearch.core.spark import get_spark  # noqa: E402
+from visearch.demo.corpus import generate_demo  # noqa: E402
 
 setup_logging()
 settings = load_settings()

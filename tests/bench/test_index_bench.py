@@ -21,7 +21,7 @@ def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
 
 
 def test_bench_index__ours_on_synthetic_data_feeds_the_planner(tmp_path: Path) -> None:
-    from visearch.plan import load_throughputs
+    from visearch.plan.capacity import load_throughputs
 
     result = run(_args(tmp_path, "--n", "20000", "--dim", "32", "--clusters", "50"))
     (ours,) = result["rows"]

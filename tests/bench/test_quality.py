@@ -114,7 +114,7 @@ def test_result_list__holds_class_and_group_images_never_the_query() -> None:
 
 
 def test_click_pairs__two_clicks_a_pair_keep_mostly_same_class_pairs() -> None:
-    from visearch.pairs import debiased_click_pairs, estimate_propensities
+    from visearch.train.pairs import debiased_click_pairs, estimate_propensities
 
     labels = {f"i{n:03d}": CLASSES[n % 10] for n in range(300)}
     stats = simulate_clicks(labels, sessions_per_query=5, seed=0)

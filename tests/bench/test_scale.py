@@ -143,7 +143,7 @@ def test_peak_rss__sees_an_allocation_in_a_child_process() -> None:
 
 def test_measure_size__missing_module_is_not_available_and_blocks_later_stages(
         tmp_path: Path, settings: Any) -> None:
-    stages = (("demo", "visearch.demo"), ("embed", "jobs.no_such_job_module"), ("build_index", "jobs.x"))
+    stages = (("demo", "visearch.demo.corpus"), ("embed", "jobs.no_such_job_module"), ("build_index", "jobs.x"))
     rows = measure_size(24, tmp_path / "n24", settings, stages, days=1, seed=0, image_px=32,
                         start_ds="2026-01-01", spark_factory=lambda s: None)
     assert [r["status"] for r in rows] == [OK, NOT_AVAILABLE, "skipped: embed not available"]

@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from visearch.config import load_settings
+from visearch.core.config import load_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
 
 def _snapshot(settings: Any) -> dict[str, Any]:
     """Every Delta table's rows (sorted) and the published pointers, for comparing reruns."""
-    from visearch import tables as T
-    from visearch.spark import get_spark
-    from visearch.storage import open_store
+    from visearch.core import tables as T
+    from visearch.core.spark import get_spark
+    from visearch.core.storage import open_store
 
     spark = get_spark(settings, "snapshot")
     out: dict[str, Any] = {}
@@ -38,8 +38,8 @@ def _snapshot(settings: Any) -> dict[str, Any]:
 
 
 def test_nightly_dag__day_then_rerun_is_identical(tmp_path: Path, spark: Any) -> None:
-    from visearch.airflow_env import airflow_env, dags_test, init_airflow
-    from visearch.demo import generate_demo
+    from visearch.demo.corpus import generate_demo
+    from visearch.orchestration.airflow_env import airflow_env, dags_test, init_airflow
 
     env_roots = {
         "VISEARCH_LANDING": str(tmp_path / "landing"),

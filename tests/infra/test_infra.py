@@ -7,7 +7,7 @@
 - Kubernetes: every YAML parses; SparkApplications against a JSON schema written from the
   spark-operator v1beta2 API types; core manifests with kubernetes-validate when installed.
 - Helm values: only keys the official Airflow chart documents; the connection, pool, secrets,
-  IRSA and the pod-mutation hook wired the way visearch.orchestration expects.
+  IRSA and the pod-mutation hook wired the way visearch.orchestration.operators expects.
 - Dockerfile: hadolint when installed, plus COPY sources, stages and the Maven exclusions that
   must match the Makefile.
 
@@ -34,8 +34,8 @@ import jsonschema
 import pytest
 import yaml
 
-from visearch.config import load_settings
-from visearch.orchestration import GPU_POOL, SPARK_CONN_ID
+from visearch.core.config import load_settings
+from visearch.orchestration.operators import GPU_POOL, SPARK_CONN_ID
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -369,7 +369,7 @@ def test_spark_applications__driver_env_loads_as_visearch_settings() -> None:
 
 
 def test_spark_defaults__client_mode_with_irsa_and_delta_matching_visearch_spark() -> None:
-    from visearch.spark import spark_conf
+    from visearch.core.spark import spark_conf
 
     conf = parse_spark_defaults(INFRA / "k8s" / "spark" / "spark-defaults.conf")
     assert all(k.startswith("spark.") for k in conf)

@@ -93,8 +93,8 @@ def _scrub(value: Any, roots: dict[str, str]) -> Any:
 
 def _snapshot(spark: Any, settings: Any) -> dict[str, Any]:
     """Every Delta table's rows (sorted) and the published build (manifest, champion, model config)."""
-    from visearch import tables as T
-    from visearch.storage import open_store
+    from visearch.core import tables as T
+    from visearch.core.storage import open_store
 
     roots = {"lake": settings.lake, "artifacts": settings.artifacts}
     out: dict[str, Any] = {}
@@ -180,11 +180,11 @@ def _sql_conf(spark: Any, values: dict[str, str]) -> Iterator[None]:
 def test_airflow_scheduler__backfill_matches_day_by_day_and_a_scheduled_run_succeeds(
     tmp_path: Path, spark: Any
 ) -> None:
-    from visearch.airflow_env import airflow, init_airflow, service_env
-    from visearch.config import load_settings
-    from visearch.demo import generate_demo
-    from visearch.provenance import git_sha
-    from visearch.storage import open_store
+    from visearch.core.config import load_settings
+    from visearch.core.provenance import git_sha
+    from visearch.core.storage import open_store
+    from visearch.demo.corpus import generate_demo
+    from visearch.orchestration.airflow_env import airflow, init_airflow, service_env
 
     landing = tmp_path / "landing"
     generate_demo(landing, images=IMAGES, days=DEMO_DAYS, seed=SEED, size=32, start_ds=BACKFILL_DAYS[0])

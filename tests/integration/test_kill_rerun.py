@@ -1,7 +1,7 @@
 """SIGKILL a job at its worst moment, rerun it: consistent state, nothing lost, nothing doubled.
 
 Each job runs as Airflow runs it (``python -m jobs.<name> --ds …``, in a session of its own) with
-``VISEARCH_FAULT_AT`` naming a fault point of :mod:`visearch.faults`; the point SIGKILLs the job's
+``VISEARCH_FAULT_AT`` naming a fault point of :mod:`visearch.core.faults`; the point SIGKILLs the job's
 whole process group (driver, Spark JVM, Python workers, torchrun workers). The tests check that
 the kill happened where intended (the fault log, and what lies on storage), that no reader can see
 anything half-written, and that a rerun ends where an uninterrupted run ends.
@@ -35,14 +35,14 @@ from tests.support.fault_checks import (
 )
 from tests.support.index_builds import make_build
 from tests.support.jobproc import job_env, run_job
-from visearch import faults
-from visearch import tables as T
-from visearch.config import Settings, load_settings
-from visearch.manifest import current_build_id, list_build_ids, read_manifest
-from visearch.publish import publish_build, read_history
-from visearch.registry import ModelRegistry
-from visearch.storage import open_store
-from visearch.trainer import list_checkpoints
+from visearch.core import faults
+from visearch.core import tables as T
+from visearch.core.config import Settings, load_settings
+from visearch.core.storage import open_store
+from visearch.index.manifest import current_build_id, list_build_ids, read_manifest
+from visearch.index.publish import publish_build, read_history
+from visearch.train.registry import ModelRegistry
+from visearch.train.trainer import list_checkpoints
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -206,6 +206,6 @@ def test_kill__training_killed_mid_checkpoint_resumes_from_the_last_whole_one(
     assert store.list("checkpoints/") == []  # the day's checkpoints go once the model is saved
     losses = ModelRegistry(store).config(rerun["model_version"])["losses"]
     # Step 1 comes from the whole checkpoint, steps 2-3 were trained again: none lost, none twice.
-    # (That k steps + resume equal N straight steps is visearch.trainer's own test.)
+    # (That k steps + resume equal N straight steps is visearch.train.trainer's own test.)
     assert len(losses) == 3 and losses[:1] == kept["losses"] and all(np.isfinite(losses))
 

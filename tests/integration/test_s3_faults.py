@@ -38,10 +38,10 @@ from tests.support.fault_proxy import FaultPlan, FaultProxy
 from tests.support.index_builds import make_build
 from tests.support.jobproc import job_env, run_job
 from tests.support.s3proxy import S3Server
-from visearch.config import S3Settings, load_settings
-from visearch.manifest import current_build_id, list_build_ids, read_manifest, verify_build
-from visearch.publish import publish_build
-from visearch.storage import open_store
+from visearch.core.config import S3Settings, load_settings
+from visearch.core.storage import open_store
+from visearch.index.manifest import current_build_id, list_build_ids, read_manifest, verify_build
+from visearch.index.publish import publish_build
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 BUCKET = "visearch-faults"

@@ -23,9 +23,9 @@ BUCKET = "visearch-e2e"
 
 DUMP = r"""
 import json, sys
-from visearch.config import load_settings
-from visearch.spark import get_spark
-from visearch import tables as T
+from visearch.core.config import load_settings
+from visearch.core.spark import get_spark
+from visearch.core import tables as T
 settings = load_settings()
 spark = get_spark(settings, "dump")
 out = {}
@@ -65,9 +65,9 @@ def _dump(env: dict[str, str]) -> dict[str, list[str]]:
 
 
 def test_s3_path__ingest_on_s3proxy_is_complete_and_idempotent(s3_server: S3Server) -> None:
-    from visearch.config import S3Settings
-    from visearch.demo import generate_demo
-    from visearch.storage import open_store
+    from visearch.core.config import S3Settings
+    from visearch.core.storage import open_store
+    from visearch.demo.corpus import generate_demo
 
     s3_server.create_bucket(BUCKET)
     env = _env(s3_server)

@@ -70,8 +70,8 @@ def nightly_submissions(env: dict[str, str], home: Path) -> list[dict[str, Any]]
                           env=probe_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])
-    from visearch.config import load_settings
-    from visearch.spark import extra_jars
+    from visearch.core.config import load_settings
+    from visearch.core.spark import extra_jars
 
     # What the DAG's `visearch_jars()` macro renders (orchestration.spark_jars) for these roots.
     jars = ",".join(extra_jars(with_s3a=load_settings(env=env).uses_s3))
@@ -98,12 +98,12 @@ def _tasks_by_worker(cluster: StandaloneCluster) -> dict[str, dict[int, int]]:
 
 
 def test_standalone_cluster__nightly_jobs_for_a_day_run_on_both_workers_and_publish(tmp_path: Path, spark: Any) -> None:
-    from visearch import tables as T
-    from visearch.config import load_settings
-    from visearch.demo import generate_demo
-    from visearch.manifest import read_manifest
-    from visearch.search import Searcher
-    from visearch.storage import open_store
+    from visearch.core import tables as T
+    from visearch.core.config import load_settings
+    from visearch.core.storage import open_store
+    from visearch.demo.corpus import generate_demo
+    from visearch.index.manifest import read_manifest
+    from visearch.serve.search import Searcher
 
     generate_demo(tmp_path / "landing", images=IMAGES, days=1, seed=SEED, size=32, start_ds=DS)
     env = daemon_env({

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from jobs import build_index, publish_index
-from visearch import tables
-from visearch.config import Settings
-from visearch.index import exact_search
-from visearch.manifest import current_build_id, load_build, read_manifest
-from visearch.publish import ValidationError, publish_build, rollback
-from visearch.storage import LocalStore, open_store
+from visearch.core import tables
+from visearch.core.config import Settings
+from visearch.core.storage import LocalStore, open_store
+from visearch.index.faiss_index import exact_search
+from visearch.index.manifest import current_build_id, load_build, read_manifest
+from visearch.index.publish import ValidationError, publish_build, rollback
 
 pytestmark = pytest.mark.spark
 

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from visearch import tables as T
-from visearch.config import Settings
+from visearch.core import tables as T
+from visearch.core.config import Settings
 
 pytestmark = pytest.mark.spark
 DS = "2026-01-03"

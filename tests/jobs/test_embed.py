@@ -24,14 +24,14 @@ from PIL import Image
 
 from jobs import embed as embed_job
 from jobs import ingest_images
-from visearch import tables as T
-from visearch.config import Settings, load_settings
-from visearch.demo import generate_demo
-from visearch.embedder import CONTENT_CHANGED, DECODE_ERROR
-from visearch.model import EmbeddingModel
-from visearch.registry import ModelRegistry
-from visearch.storage import open_store, read_uri
-from visearch.validation import MISSING_FILE
+from visearch.core import tables as T
+from visearch.core.config import Settings, load_settings
+from visearch.core.storage import open_store, read_uri
+from visearch.demo.corpus import generate_demo
+from visearch.embed.embedder import CONTENT_CHANGED, DECODE_ERROR
+from visearch.ingest.validation import MISSING_FILE
+from visearch.train.model import EmbeddingModel
+from visearch.train.registry import ModelRegistry
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

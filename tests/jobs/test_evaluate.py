@@ -18,12 +18,12 @@ import torch
 from jobs import evaluate as evaluate_job
 from jobs import ingest_images
 from jobs import promote as promote_job
-from visearch import tables as T
-from visearch.config import EvalSettings, ModelSettings, Settings, load_settings
-from visearch.demo import generate_demo
-from visearch.model import build_model
-from visearch.registry import ModelRegistry
-from visearch.storage import open_store
+from visearch.core import tables as T
+from visearch.core.config import EvalSettings, ModelSettings, Settings, load_settings
+from visearch.core.storage import open_store
+from visearch.demo.corpus import generate_demo
+from visearch.train.model import build_model
+from visearch.train.registry import ModelRegistry
 
 pytestmark = pytest.mark.spark
 

@@ -20,9 +20,9 @@ import pytest
 
 from jobs import ingest_images
 from tests.support import images as I
-from visearch import tables as T
-from visearch.config import Settings, load_settings
-from visearch.storage import sha256_bytes
+from visearch.core import tables as T
+from visearch.core.config import Settings, load_settings
+from visearch.core.storage import sha256_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 DAY1, DAY2, DAY3 = "2026-01-01", "2026-01-02", "2026-01-03"

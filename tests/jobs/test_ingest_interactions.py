@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from jobs import ingest_interactions
-from visearch import tables as T
-from visearch.config import Settings, load_settings
+from visearch.core import tables as T
+from visearch.core.config import Settings, load_settings
 
 DAY1, DAY2 = "2026-01-01", "2026-01-02"
 KNOWN_IMAGES = ("img-1", "img-2", "img-3", "img-del")

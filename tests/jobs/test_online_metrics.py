@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from jobs import online_metrics
-from visearch import tables as T
-from visearch.config import Settings
+from visearch.core import tables as T
+from visearch.core.config import Settings
 
 pytestmark = pytest.mark.spark
 

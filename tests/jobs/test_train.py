@@ -21,14 +21,14 @@ import pytest
 import torch
 
 from jobs import train as train_job
-from visearch import distributed
-from visearch import tables as T
-from visearch.config import ModelSettings, Settings, TrainSettings, load_settings
-from visearch.demo import generate_demo
-from visearch.model import build_model
-from visearch.registry import ModelRegistry
-from visearch.storage import open_store, read_uri
-from visearch.trainer import list_checkpoints
+from visearch.core import tables as T
+from visearch.core.config import ModelSettings, Settings, TrainSettings, load_settings
+from visearch.core.storage import open_store, read_uri
+from visearch.demo.corpus import generate_demo
+from visearch.train import distributed
+from visearch.train.model import build_model
+from visearch.train.registry import ModelRegistry
+from visearch.train.trainer import list_checkpoints
 
 DS = "2026-01-03"  # ordinal 739619: odd, so not a training day for --retrain-every 2
 OTHER_ODD_DAY = "2026-01-05"

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from visearch.storage import ObjectStore
+from visearch.core.storage import ObjectStore
 
 LOG_DIR = "_delta_log"
 

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from tests.support.delta_log import read_rows
-from visearch import tables as T
-from visearch.config import Settings, load_settings
-from visearch.manifest import load_build
-from visearch.storage import ObjectStore
+from visearch.core import tables as T
+from visearch.core.config import Settings, load_settings
+from visearch.core.storage import ObjectStore
+from visearch.index.manifest import load_build
 
 DEMO_DS = "2026-01-01"
 DAY1, DAY2 = "2026-01-01", "2026-01-02"

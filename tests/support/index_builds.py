@@ -9,8 +9,9 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from visearch.index import ShardBuilder, choose_index, serialize, train_index
-from visearch.manifest import (
+from visearch.core.storage import ObjectStore
+from visearch.index.faiss_index import ShardBuilder, choose_index, serialize, train_index
+from visearch.index.manifest import (
     TOMBSTONES_FILE,
     TRAINED_FILE,
     IndexManifest,
@@ -22,8 +23,7 @@ from visearch.manifest import (
     write_manifest,
     write_tombstones,
 )
-from visearch.shards import assign_ids, shards_of
-from visearch.storage import ObjectStore
+from visearch.index.shards import assign_ids, shards_of
 
 
 def clustered(n: int, dim: int, seed: int, clusters: int = 20, spread: float = 0.5) -> np.ndarray:

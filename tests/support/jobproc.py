@@ -1,7 +1,7 @@
 """Run a job as Airflow runs it, in a process of its own: ``python -m jobs.<name> --ds …``.
 
 The job starts in a new session, so that it leads a process group holding its Spark JVM and its
-workers: a fault point (:mod:`visearch.faults`) can SIGKILL the whole group without touching the
+workers: a fault point (:mod:`visearch.core.faults`) can SIGKILL the whole group without touching the
 test runner, and whatever a killed or timed-out job leaves running is killed on the way out.
 Output goes to files, not pipes (a surviving grandchild would hold a pipe open).
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visearch.config import Settings
+from visearch.core.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 log = logging.getLogger(__name__)

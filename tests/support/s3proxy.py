@@ -48,8 +48,8 @@ class S3Server:
 
     def create_bucket(self, name: str) -> None:
         """Create a bucket (idempotent)."""
-        from visearch.config import S3Settings
-        from visearch.storage import make_s3_client
+        from visearch.core.config import S3Settings
+        from visearch.core.storage import make_s3_client
 
         old = {k: os.environ.get(k) for k in self.env()}
         os.environ.update(self.env())

@@ -7,7 +7,7 @@ the pipeline runs several batches — the first batch's decoding can never be hi
 
 - ``model_only`` (a): the model on pre-decoded, preprocessed tensors in batches (channels-last,
   ``inference_mode``; bf16 autocast on CUDA): the ceiling of the pipeline.
-- ``pipeline`` (b): :class:`visearch.embedder.BatchEmbedder` from the image files — read, JPEG
+- ``pipeline`` (b): :class:`visearch.embed.embedder.BatchEmbedder` from the image files — read, JPEG
   draft decode, preprocess in a thread pool, overlapped with batched channels-last inference.
   What ``jobs/embed.py`` runs on each executor.
 - ``pipeline_bf16`` (with ``--bf16-cpu``, CPU only): (b) under bf16 autocast — what lower
@@ -20,7 +20,7 @@ It prints (b)/(a) (goal ≥ 0.8: decoding and I/O hidden behind compute) and (b)
 Modes are interleaved within each repeat and the best repeat counts, so that load from other
 processes hurts every mode alike; the load average before and after is recorded. Rows on CUDA are
 added when a GPU is present. ``embed.json`` has a top-level ``planner`` block (the keys
-:mod:`visearch.plan` reads): the slowest (ResNet-50) pipeline images/s per GPU and per CPU core.
+:mod:`visearch.plan.capacity` reads): the slowest (ResNet-50) pipeline images/s per GPU and per CPU core.
 
 Try: visearch bench embed --quick --out bench-results
 """
@@ -89,7 +89,7 @@ class Case:
 
 def _corpus(folder: Path, images: int, side: int, seed: int) -> list[Path]:
     """The JPEG files of a generated one-day demo corpus (CMYK and EXIF-rotated ones included)."""
-    from visearch.demo import generate_demo
+    from visearch.demo.corpus import generate_demo
 
     generate_demo(folder, images=images, days=1, seed=seed, size=side, bad_share=0.0, progress=False)
     truth = json.loads((folder / "demo_truth.json").read_text())
@@ -116,10 +116,10 @@ def _measure(case: Case, paths: list[Path], *, batch_size: int, workers: int, th
     """
     import torch
 
-    from visearch.embedder import BatchEmbedder, EmbedItem, optimize_for_cpu
-    from visearch.model import EmbeddingModel
-    from visearch.preprocess import Preprocessing, preprocess
-    from visearch.registry import LoadedModel
+    from visearch.embed.embedder import BatchEmbedder, EmbedItem, optimize_for_cpu
+    from visearch.train.model import EmbeddingModel
+    from visearch.train.preprocess import Preprocessing, preprocess
+    from visearch.train.registry import LoadedModel
 
     torch.manual_seed(seed)
     device = torch.device(case.device)
@@ -232,7 +232,7 @@ def _measure(case: Case, paths: list[Path], *, batch_size: int, workers: int, th
 
 
 def _planner(rows: list[dict[str, Any]], cores: int) -> dict[str, Any]:
-    """The slowest pipeline rate per GPU and per CPU core (what :mod:`visearch.plan` reads)."""
+    """The slowest pipeline rate per GPU and per CPU core (what :mod:`visearch.plan.capacity` reads)."""
     block: dict[str, Any] = {}
     gpu = [r["images_per_sec"] for r in rows if r["mode"] == "pipeline" and r["device"].startswith("cuda")]
     cpu = [r["images_per_sec"] / max(1, r["threads"] or cores) for r in rows
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from visearch.bench import print_table, write_result
-    from visearch.config import load_settings
+    from visearch.core.config import load_settings
 
     settings = load_settings(getattr(args, "config", None))
     images = 48 if args.quick else args.images
@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         paths = _corpus(Path(tmp) / "demo", images, args.side, args.seed)
         corpus = {"files": len(paths), "side": args.side, "mean_bytes": round(
             sum(p.stat().st_size for p in paths) / len(paths)), "generated_in_s": round(
-            time.perf_counter() - start, 1), "source": "visearch.demo.generate_demo JPEGs"}
+            time.perf_counter() - start, 1), "source": "visearch.demo.corpus.generate_demo JPEGs"}
         log.info("corpus: %s", corpus)
         rows: list[dict[str, Any]] = []
         ratios: list[dict[str, Any]] = []

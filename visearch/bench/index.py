@@ -3,8 +3,8 @@
 Both systems get the same clustered synthetic vectors (L2-normalised, inner product) and the
 same memory budget, and both are timed end to end (choose, train, add, tune search parameters):
 
-- ``visearch``: :func:`visearch.index.choose_index`, :func:`~visearch.index.train_index`,
-  :class:`~visearch.index.ShardBuilder`, :func:`~visearch.index.tune_nprobe` (tuned on the first
+- ``visearch``: :func:`visearch.index.faiss_index.choose_index`, :func:`~visearch.index.faiss_index.train_index`,
+  :class:`~visearch.index.faiss_index.ShardBuilder`, :func:`~visearch.index.faiss_index.tune_nprobe` (tuned on the first
   half of the queries to ``--target-recall`` within ``--latency-budget-ms``).
 - ``autofaiss``: ``autofaiss.build_index(max_index_memory_usage=..., max_index_query_time_ms=...)``.
   autofaiss pins numpy < 2 and its own faiss-cpu, which clash with this project's environment, so
@@ -134,7 +134,7 @@ def measure(index: Any, queries: np.ndarray, exact: np.ndarray, params: str, k: 
     """Recall@k and single-query latency of ``index`` with a ParameterSpace string applied."""
     import faiss
 
-    from visearch.index import recall_at_k
+    from visearch.index.faiss_index import recall_at_k
 
     if params:
         space: Any = faiss.ParameterSpace()
@@ -153,7 +153,7 @@ def measure(index: Any, queries: np.ndarray, exact: np.ndarray, params: str, k: 
 def run_ours(vectors: np.ndarray, tune_q: np.ndarray, tune_exact: np.ndarray, budget: int,
              args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """Choose, train, add and tune our index; return it and what we chose."""
-    from visearch.index import ShardBuilder, choose_index, train_index, tune_nprobe, wants_rotation
+    from visearch.index.faiss_index import ShardBuilder, choose_index, train_index, tune_nprobe, wants_rotation
 
     start = time.perf_counter()
     plan = choose_index(vectors.shape[0], vectors.shape[1], budget, rotate=args.rotation == "always")
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import faiss
 
     from visearch.bench import print_table, write_result
-    from visearch.index import exact_search, index_bytes
+    from visearch.index.faiss_index import exact_search, index_bytes
 
     if args.match_memory and args.no_autofaiss:
         raise ValueError("--match-memory matches autofaiss's index size: drop --no-autofaiss")

@@ -1,7 +1,7 @@
 """``visearch bench ingest``: images validated per second, draft-mode path vs full-decode baseline.
 
 Both paths run in the same process on the same bytes, held in memory (storage I/O is not
-measured), through :func:`visearch.validation.validate_image`:
+measured), through :func:`visearch.ingest.validation.validate_image`:
 
 - ``optimised`` (``fast=True``, what the ingest job runs): a JPEG is decoded in Pillow's draft
   mode (libjpeg scales by 1/2..1/8 inside the IDCT; every compressed byte is still decoded, so
@@ -135,9 +135,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ValueError: for a non-positive ``--count`` or ``--repeats``.
     """
     from visearch.bench import print_table, write_result
-    from visearch.config import IngestSettings
-    from visearch.phash import hamming_distance
-    from visearch.validation import ImageInfo, validate_image
+    from visearch.core.config import IngestSettings
+    from visearch.ingest.phash import hamming_distance
+    from visearch.ingest.validation import ImageInfo, validate_image
 
     count = 40 if args.quick else args.count
     repeats = 1 if args.quick else args.repeats

@@ -4,7 +4,7 @@ What one run does, all seeded:
 
 1. Split ``--data`` (``../shared/data/cifar10-train``: ``<class>/<file>.jpg``) per class into
    ``--train-images`` training images and ``--heldout-images`` held-out ones, disjoint
-   (:func:`select_split`). Only the training part is landed (:func:`visearch.landing.land_folder`
+   (:func:`select_split`). Only the training part is landed (:func:`visearch.ingest.landing.land_folder`
    into a temporary landing root) and ingested by ``jobs.ingest_images`` on a local Spark session;
    held-out images are read straight from their files and never reach training.
 2. Judgments from the labels (:func:`relevance`): 5 = same class, 1 = same group (vehicles:
@@ -13,18 +13,18 @@ What one run does, all seeded:
 3. Training with the pipeline's own code at the small-image configuration (ResNet-18 at 32 px,
    3×3 stride-1 stem without max-pool, ``--width`` channels: 16 by default, ~1/16 of the
    multiply-adds of torchvision's 64, what a shared 2-core CPU can train in an hour): pairs as
-   ``jobs.build_pairs`` makes them (self pairs of :func:`visearch.pairs.self_pair_sample`; with
+   ``jobs.build_pairs`` makes them (self pairs of :func:`visearch.train.pairs.self_pair_sample`; with
    ``--with-clicks`` also debiased click pairs from simulated sessions, :func:`simulate_clicks`,
    kept at ``train.min_clicks`` = ``--min-clicks``), records by
-   :func:`visearch.distributed.assemble_records`, :class:`~visearch.trainer.PairDataset` (images
-   decoded once, :class:`DecodedCache`) + :func:`visearch.trainer.train`, saved and loaded through
-   :class:`~visearch.registry.ModelRegistry`. The trainer runs in this process rather than through
+   :func:`visearch.train.distributed.assemble_records`, :class:`~visearch.train.trainer.PairDataset` (images
+   decoded once, :class:`DecodedCache`) + :func:`visearch.train.trainer.train`, saved and loaded through
+   :class:`~visearch.train.registry.ModelRegistry`. The trainer runs in this process rather than through
    ``jobs.train``'s TorchDistributor (one process either way on this machine, and a wall-clock
    budget needs the ``on_step`` hook). The step count comes from a short timing probe
    (``budget / seconds per step``); both learned models get the same steps, and a run still
    going at 1.25 × the budget is stopped.
 4. Embedders: colour histogram, random-weight network (same architecture), learned (self) and,
-   with ``--with-clicks``, learned (self + clicks). Both protocols of :mod:`visearch.evaluation`
+   with ``--with-clicks``, learned (self + clicks). Both protocols of :mod:`visearch.evaluate.evaluation`
    (``judged``: each query's ``--candidates`` judged held-out images ranked; ``corpus``: exact
    top-10 of the whole held-out corpus, query excluded, every pair judged) and kNN accuracy
    (k = 10, leave-one-out over the held-out corpus).
@@ -56,10 +56,10 @@ import numpy as np
 from visearch.bench import print_table, write_result
 
 if TYPE_CHECKING:
-    from visearch.config import ModelSettings, Settings
-    from visearch.pairs import PairStats
-    from visearch.registry import LoadedModel
-    from visearch.trainer import PairRecord, TrainConfig
+    from visearch.core.config import ModelSettings, Settings
+    from visearch.train.pairs import PairStats
+    from visearch.train.registry import LoadedModel
+    from visearch.train.trainer import PairRecord, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +180,9 @@ def land_and_ingest(
     from pyspark.sql import functions as F
 
     from jobs import ingest_images
-    from visearch import tables as T
-    from visearch.landing import land_folder
-    from visearch.spark import get_spark
+    from visearch.core import tables as T
+    from visearch.core.spark import get_spark
+    from visearch.ingest.landing import land_folder
 
     summary = land_folder(folder, ds, landing=settings.landing, settings=settings, namespace="cifar10")
     log.info("landed %s", summary.to_dict())
@@ -234,7 +234,7 @@ def result_list(
     by_group: Mapping[str, Sequence[str]], rng: np.random.Generator, shown: int,
 ) -> list[str]:
     """What a first search model shows for ``query``, composed as the demo composes its lists
-    (:func:`visearch.demo._candidates`): 1–4 images of its class, 2 of its animal/vehicle group,
+    (:func:`visearch.demo.corpus._candidates`): 1–4 images of its class, 2 of its animal/vehicle group,
     the rest random, never the query itself, no repeats.
     """
     chosen: dict[str, None] = {query: None}
@@ -268,7 +268,7 @@ def simulate_clicks(
     Raises:
         ValueError: for fewer than ``shown + 1`` images or non-positive sizes.
     """
-    from visearch.pairs import PairStats
+    from visearch.train.pairs import PairStats
 
     ids = sorted(labels)
     if sessions_per_query < 1 or shown < 1:
@@ -301,17 +301,17 @@ def training_records(
 ) -> tuple[list[PairRecord], dict[str, Any]]:
     """Self pairs (and click pairs when ``stats`` is given) as ``jobs.build_pairs`` mines them.
 
-    Self pairs: :func:`~visearch.pairs.self_pair_sample` of every image (up to
+    Self pairs: :func:`~visearch.train.pairs.self_pair_sample` of every image (up to
     ``train.self_pairs_per_day``, at least all of them here). Click pairs: propensities by EM,
-    then :func:`~visearch.pairs.debiased_click_pairs` with the ``train`` thresholds. No hard
+    then :func:`~visearch.train.pairs.debiased_click_pairs` with the ``train`` thresholds. No hard
     negatives (their extra views would cost the clicks run steps at an equal time budget).
 
     Returns:
         The records and counts (pairs by source, propensity estimate and, given ``labels``, the
         share of click pairs whose two images have the same class).
     """
-    from visearch.distributed import PairRow, assemble_records
-    from visearch.pairs import debiased_click_pairs, estimate_propensities, self_pair_sample
+    from visearch.train.distributed import PairRow, assemble_records
+    from visearch.train.pairs import debiased_click_pairs, estimate_propensities, self_pair_sample
 
     cfg = settings.train
     rows = [PairRow(i, i, "self", 1.0, ()) for i in self_pair_sample(uris, ds, max(len(uris), 1))]
@@ -341,7 +341,7 @@ class BudgetExhaustedError(RuntimeError):
 
 @dataclass(frozen=True)
 class AugmentOptions:
-    """The view pipeline of the learned models (:class:`visearch.augment.SimCLRAugment`)."""
+    """The view pipeline of the learned models (:class:`visearch.train.augment.SimCLRAugment`)."""
 
     strength: float = 0.5
     min_scale: float = 0.2
@@ -349,7 +349,7 @@ class AugmentOptions:
 
 
 class DecodedCache:
-    """``loader_fn`` for :class:`~visearch.trainer.PairDataset` that reads and decodes each URI once.
+    """``loader_fn`` for :class:`~visearch.train.trainer.PairDataset` that reads and decodes each URI once.
 
     A step at 32 px spends a large share of its data time reading and decoding JPEGs; the
     decoded images of a few thousand training photographs fit in a few tens of MB.
@@ -363,8 +363,8 @@ class DecodedCache:
         """The decoded RGB image of ``uri`` (a PIL image, shared: callers must not modify it)."""
         image = self._images.get(uri)
         if image is None:
-            from visearch.preprocess import decode_image
-            from visearch.storage import read_uri
+            from visearch.core.storage import read_uri
+            from visearch.train.preprocess import decode_image
 
             image = decode_image(read_uri(uri), draft_size=self.draft_size)
             self._images[uri] = image
@@ -375,10 +375,10 @@ def pair_dataset(
     model_settings: ModelSettings, records: Sequence[PairRecord], cfg: TrainConfig, augment: AugmentOptions,
     cache: DecodedCache | None = None,
 ) -> Any:
-    """The trainer's :class:`~visearch.trainer.PairDataset` with the bench's views and a decode cache."""
-    from visearch.augment import SimCLRAugment
-    from visearch.preprocess import Preprocessing
-    from visearch.trainer import PairDataset
+    """The trainer's :class:`~visearch.train.trainer.PairDataset` with the bench's views and a decode cache."""
+    from visearch.train.augment import SimCLRAugment
+    from visearch.train.preprocess import Preprocessing
+    from visearch.train.trainer import PairDataset
 
     prep = Preprocessing.from_settings(model_settings)
     views = SimCLRAugment(prep.size, strength=augment.strength, prep=prep, min_scale=augment.min_scale,
@@ -397,7 +397,7 @@ def train_records(
     stop_after_s: float | None = None,
     cache: DecodedCache | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train a fresh model (seeded) on ``records`` with :func:`visearch.trainer.train`.
+    """Train a fresh model (seeded) on ``records`` with :func:`visearch.train.trainer.train`.
 
     Returns:
         The trained model and ``{"steps", "seconds", "cpu_seconds", "final_loss", "stopped_early"}``
@@ -405,9 +405,9 @@ def train_records(
     """
     import torch
 
-    from visearch.model import build_model
-    from visearch.storage import open_store
-    from visearch.trainer import train
+    from visearch.core.storage import open_store
+    from visearch.train.model import build_model
+    from visearch.train.trainer import train
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_settings)
@@ -445,9 +445,9 @@ def seconds_per_step(model_settings: ModelSettings, records: Sequence[PairRecord
     last = [time.perf_counter()]
 
     probe = dataclasses.replace(cfg, steps=steps, checkpoint_every=10_000, log_every=10_000)
-    from visearch.model import build_model
-    from visearch.storage import open_store
-    from visearch.trainer import train
+    from visearch.core.storage import open_store
+    from visearch.train.model import build_model
+    from visearch.train.trainer import train
 
     model = build_model(model_settings)
     dataset = pair_dataset(model_settings, records, probe, augment, cache)
@@ -475,7 +475,7 @@ def evaluate(
     full: Mapping[str, Mapping[str, float]],
 ) -> dict[str, dict[str, float]]:
     """``{embedder: {"judged_ndcg@10", ..., "corpus_recall@10", "knn@10"}}`` on the held-out images."""
-    from visearch.evaluation import CORPUS, JUDGED, embed_ids, evaluate_vectors, knn_accuracy_at
+    from visearch.evaluate.evaluation import CORPUS, JUDGED, embed_ids, evaluate_vectors, knn_accuracy_at
 
     ids = sorted(images)
     out: dict[str, dict[str, float]] = {}
@@ -562,13 +562,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """
     import torch
 
-    from visearch.baselines import ColorHistogramEmbedder
-    from visearch.config import ModelSettings, load_settings
-    from visearch.evaluation import random_init_embedder
-    from visearch.preprocess import Preprocessing
-    from visearch.registry import ModelRegistry
-    from visearch.storage import open_store
-    from visearch.trainer import TrainConfig
+    from visearch.core.config import ModelSettings, load_settings
+    from visearch.core.storage import open_store
+    from visearch.evaluate.baselines import ColorHistogramEmbedder
+    from visearch.evaluate.evaluation import random_init_embedder
+    from visearch.train.preprocess import Preprocessing
+    from visearch.train.registry import ModelRegistry
+    from visearch.train.trainer import TrainConfig
 
     _check(args)
     if args.threads < 0:

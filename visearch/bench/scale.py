@@ -1,6 +1,6 @@
 """``visearch bench scale``: each pipeline stage's time and peak memory over growing demo corpora.
 
-For every size in ``--sizes`` a fresh demo corpus is generated (:func:`visearch.demo.generate_demo`)
+For every size in ``--sizes`` a fresh demo corpus is generated (:func:`visearch.demo.corpus.generate_demo`)
 into its own landing/lake/artifacts folders, then the nightly jobs run in DAG order, in this
 process, on one Spark session: ``ingest_images``, ``ingest_interactions``, ``build_pairs``,
 ``train``, ``embed``, ``build_index``, ``publish_index`` (each ``run(settings, ds, spark=, timer=)``).
@@ -49,7 +49,7 @@ DEMO = "demo"
 
 # (stage, module): the nightly DAG's jobs in order; the demo generator comes first.
 STAGES: tuple[tuple[str, str], ...] = (
-    (DEMO, "visearch.demo"),
+    (DEMO, "visearch.demo.corpus"),
     ("ingest_images", "jobs.ingest_images"),
     ("ingest_interactions", "jobs.ingest_interactions"),
     ("build_pairs", "jobs.build_pairs"),
@@ -268,8 +268,8 @@ def _ensure_champion(settings: Any, promote_result: Mapping[str, Any]) -> str:
     The bench measures time and memory, not quality: a model of a few steps may lose to the colour
     histogram, and the promote job then rightly leaves ``models/CHAMPION`` unset. Returns a note.
     """
-    from visearch.registry import ModelRegistry
-    from visearch.storage import open_store
+    from visearch.core.storage import open_store
+    from visearch.train.registry import ModelRegistry
 
     registry = ModelRegistry(open_store(settings.artifacts, settings.s3))
     challenger = promote_result.get("challenger")
@@ -288,8 +288,8 @@ def measure_size(size: int, root: Path, base_settings: Any, stages: Sequence[tup
 
     Returns one row per stage. A stage after one that is not available or failed is skipped.
     """
-    from visearch.config import to_uri
-    from visearch.timing import StageTimer
+    from visearch.core.config import to_uri
+    from visearch.core.timing import StageTimer
 
     if root.exists():
         shutil.rmtree(root)
@@ -342,8 +342,8 @@ def measure_size(size: int, root: Path, base_settings: Any, stages: Sequence[tup
             row["note"] = _ensure_champion(settings, results[-1] if results else {})
         elif stage == "train" and "promote" not in {name for name, _ in stages}:
             from jobs.evaluate import newest_version_of_day
-            from visearch.registry import ModelRegistry
-            from visearch.storage import open_store
+            from visearch.core.storage import open_store
+            from visearch.train.registry import ModelRegistry
 
             registry = ModelRegistry(open_store(settings.artifacts, settings.s3))
             trained = newest_version_of_day(registry, ds_list[-1])
@@ -488,7 +488,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ValueError: for bad ``--sizes``, ``--days`` or ``--stages``.
         RuntimeError: after writing the results, when a stage failed (its error is in the JSON).
     """
-    from visearch.config import load_settings
+    from visearch.core.config import load_settings
 
     sizes: tuple[int, ...] = QUICK_SIZES if args.quick else tuple(args.sizes)
     if getattr(args, "report_only", False):
@@ -508,7 +508,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "spark" not in session:
             from pyspark.sql import SparkSession
 
-            from visearch.spark import get_spark
+            from visearch.core.spark import get_spark
 
             session["owned"] = SparkSession.getActiveSession() is None
             session["spark"] = get_spark(settings, "visearch-bench-scale")

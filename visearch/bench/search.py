@@ -1,11 +1,11 @@
 """``visearch bench search``: query latency per stage and batch throughput of the Searcher.
 
-Two indexes, both served through :class:`visearch.search.Searcher` (manifest, checksums,
+Two indexes, both served through :class:`visearch.serve.search.Searcher` (manifest, checksums,
 memory-mapped shards, metadata, parallel shard search, merge, re-rank):
 
 - **demo**: the published index under ``--artifacts`` when given (a real ``visearch demo-run``
   result, with its trained model); otherwise a demo corpus generated here (``--images`` images,
-  :func:`visearch.demo.generate_demo`), embedded by a random-init model of the default
+  :func:`visearch.demo.corpus.generate_demo`), embedded by a random-init model of the default
   architecture (``settings.model``: latency does not depend on what the weights learned) and
   written as a published build in a temporary artifacts store by :func:`write_local_build`.
   Queries are corpus images (bytes, so the query itself is recognised and dropped), every other
@@ -13,7 +13,7 @@ memory-mapped shards, metadata, parallel shard search, merge, re-rank):
   embed (TorchScript forward), search (all shards, merge), rerank (metadata lookup, vector
   reconstruction for the cosine rule, rules), total.
 - **synthetic**: ``--vectors`` clustered unit vectors of dimension ``--dim`` in ``--shards``
-  shards (``--factory``; ``auto`` = what :func:`visearch.index.choose_index` picks for that size
+  shards (``--factory``; ``auto`` = what :func:`visearch.index.faiss_index.choose_index` picks for that size
   and the default memory budget), with uri / sha256 / phash metadata. It has no model: queries
   enter as vectors through :meth:`Searcher.search_embeddings`, i.e. the same path minus decode
   and embed (add the demo's decode + embed figures for the end-to-end cost).
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from visearch.storage import ObjectStore
+from visearch.core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def write_local_build(
     Raises:
         ValueError: for mismatched lengths, duplicate image ids or an empty corpus.
     """
-    from visearch.index import (
+    from visearch.index.faiss_index import (
         IndexPlan,
         ShardBuilder,
         choose_index,
@@ -124,7 +124,7 @@ def write_local_build(
         serialize,
         train_index,
     )
-    from visearch.manifest import (
+    from visearch.index.manifest import (
         TRAINED_FILE,
         IndexManifest,
         ShardEntry,
@@ -136,8 +136,8 @@ def write_local_build(
         write_ids_table,
         write_manifest,
     )
-    from visearch.publish import publish_build
-    from visearch.shards import assign_ids, shards_of
+    from visearch.index.publish import publish_build
+    from visearch.index.shards import assign_ids, shards_of
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
@@ -235,8 +235,8 @@ def image_metadata(datas: Sequence[bytes], uris: Sequence[str]) -> dict[str, lis
     Raises:
         ValueError: when an image fails validation.
     """
-    from visearch.config import IngestSettings
-    from visearch.validation import ImageInfo, validate_image
+    from visearch.core.config import IngestSettings
+    from visearch.ingest.validation import ImageInfo, validate_image
 
     limits = IngestSettings()
     sha: list[str | None] = []
@@ -260,9 +260,9 @@ def save_random_model(store: ObjectStore, *, ds: str = "2026-01-01", seed: int =
 
     import torch
 
-    from visearch.config import ModelSettings
-    from visearch.model import build_model
-    from visearch.registry import ModelRegistry
+    from visearch.core.config import ModelSettings
+    from visearch.train.model import build_model
+    from visearch.train.registry import ModelRegistry
 
     settings = dataclasses.replace(ModelSettings(), **arch)
     torch.manual_seed(seed)
@@ -308,11 +308,11 @@ def _demo_searcher(args: argparse.Namespace, work: Path, images: int) -> tuple[A
     """The demo searcher and its query images (with crops): published, or generated here."""
     import json
 
-    from visearch.config import SearchSettings, load_settings
-    from visearch.demo import generate_demo
-    from visearch.registry import ModelRegistry
-    from visearch.search import Searcher
-    from visearch.storage import open_store, read_uri
+    from visearch.core.config import SearchSettings, load_settings
+    from visearch.core.storage import open_store, read_uri
+    from visearch.demo.corpus import generate_demo
+    from visearch.serve.search import Searcher
+    from visearch.train.registry import ModelRegistry
 
     settings = load_settings()
     search_settings = SearchSettings(max_k=max(200, args.k))
@@ -377,9 +377,9 @@ def bench_demo(args: argparse.Namespace, work: Path, images: int, queries: int,
 def bench_synthetic(args: argparse.Namespace, work: Path, n: int, factory: str | None, train_size: int | None,
                     queries: int, batch_sizes: Sequence[int]) -> tuple[Rows, Rows, dict[str, Any]]:
     """Stage latencies (search, rerank, total) and throughput on a synthetic index (no model)."""
-    from visearch.config import SearchSettings
-    from visearch.search import Searcher
-    from visearch.storage import open_store
+    from visearch.core.config import SearchSettings
+    from visearch.core.storage import open_store
+    from visearch.serve.search import Searcher
 
     started = time.perf_counter()
     vectors = clustered_vectors(n, args.dim, args.seed)

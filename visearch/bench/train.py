@@ -11,7 +11,7 @@ channels-last, as the trainer does there):
 
 - ``synthetic``: random input tensors already in memory; forward of 2B views, symmetric InfoNCE,
   backward, AdamW step. The model's ceiling.
-- ``pipeline``: :func:`visearch.trainer.train` on a :class:`~visearch.trainer.PairDataset` of
+- ``pipeline``: :func:`visearch.train.trainer.train` on a :class:`~visearch.train.trainer.PairDataset` of
   self-pairs of demo images (rendered at the model's size, read from files): decode, SimCLR
   augmentation of two views, collate, then the same step. What a training job gets (no
   checkpoints in the timed window; DataLoader workers from ``--num-workers``).
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from visearch.bench import print_table, write_result
-from visearch.config import ModelSettings, TrainSettings
+from visearch.core.config import ModelSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,8 @@ def time_synthetic(cfg: BenchConfig, device: str, warmup: int, steps: int, seed:
     """Seconds of each timed step on random inputs already on ``device``."""
     import torch
 
-    from visearch.loss import InfoNCELoss
-    from visearch.model import build_model
+    from visearch.train.loss import InfoNCELoss
+    from visearch.train.model import build_model
 
     torch.manual_seed(seed)
     train = TrainSettings()
@@ -176,19 +176,19 @@ def time_synthetic(cfg: BenchConfig, device: str, warmup: int, steps: int, seed:
 def time_pipeline(
     cfg: BenchConfig, device: str, warmup: int, steps: int, uris: list[str], num_workers: int, workdir: Path
 ) -> list[float]:
-    """Seconds of each timed step of :func:`visearch.trainer.train` on self-pairs of ``uris``.
+    """Seconds of each timed step of :func:`visearch.train.trainer.train` on self-pairs of ``uris``.
 
     The trainer writes its checkpoint after the last step, so one more step runs after the timed
     ones and is not counted.
     """
     import torch
 
-    from visearch.augment import SimCLRAugment
-    from visearch.distributed import UriReader
-    from visearch.model import build_model
-    from visearch.preprocess import Preprocessing
-    from visearch.storage import open_store
-    from visearch.trainer import PairDataset, PairRecord, TrainConfig, train
+    from visearch.core.storage import open_store
+    from visearch.train.augment import SimCLRAugment
+    from visearch.train.distributed import UriReader
+    from visearch.train.model import build_model
+    from visearch.train.preprocess import Preprocessing
+    from visearch.train.trainer import PairDataset, PairRecord, TrainConfig, train
 
     torch.manual_seed(0)
     settings = TrainSettings()
@@ -236,7 +236,7 @@ def demo_uris(workdir: Path, images: int, size: int) -> list[str]:
     """URIs of the good images of a demo corpus rendered at ``size`` pixels."""
     import json
 
-    from visearch.demo import generate_demo
+    from visearch.demo.corpus import generate_demo
 
     out = workdir / f"demo-{size}"
     generate_demo(out, images=images, days=1, size=size, seed=0, bad_share=0.0, progress=False)

@@ -7,7 +7,7 @@ tasks of the visearch DAGs it
 
 - sets the pod's service account to the job's role (IRSA: ``visearch-etl``, ``visearch-ml`` or
   ``visearch-index``, each bound to a least-privilege IAM role by ``infra/terraform/iam.tf``);
-- appends the job's Spark settings to ``VISEARCH_SPARK_CONF`` (read by ``visearch.config``): the
+- appends the job's Spark settings to ``VISEARCH_SPARK_CONF`` (read by ``visearch.core.config``): the
   executors' service account, the driver pod that owns them, and for GPU jobs the GPU resource,
   discovery script and GPU node pod template;
 - sets job-specific ``VISEARCH_*`` knobs (e.g. distributed training on GPU executors).

@@ -1,0 +1,154 @@
+"""Publishing, history, rollback, pruning and the ``visearch index`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support.index_builds import clustered, make_build
+from visearch import cli
+from visearch.core.storage import LocalStore, ObjectStore, open_store
+from visearch.index.faiss_index import exact_search
+from visearch.index.manifest import BuildNotFoundError, ChecksumError, current_build_id, list_build_ids, load_build
+from visearch.index.publish import (
+    ValidationError,
+    list_builds,
+    newest_build_for,
+    prune_builds,
+    publish_build,
+    read_history,
+    rollback,
+    validate_build,
+)
+
+IDS = [f"img-{i:04d}" for i in range(400)]
+DIM = 8
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ObjectStore:
+    return open_store("file://" + str(tmp_path / "artifacts"))
+
+
+@pytest.fixture
+def vectors() -> np.ndarray:
+    return clustered(len(IDS), DIM, seed=0)
+
+
+def publish_days(store: ObjectStore, vectors: np.ndarray, days: int) -> list[str]:
+    builds = []
+    for day in range(1, days + 1):
+        build_id = f"b-2026-01-{day:02d}-x"
+        make_build(store, "main", build_id, IDS, vectors, ds=f"2026-01-{day:02d}")
+        publish_build(store, "main", build_id, ds=f"2026-01-{day:02d}")
+        builds.append(build_id)
+    return builds
+
+
+def test_validate_build__passes_on_a_correct_build(store: ObjectStore, vectors: np.ndarray) -> None:
+    make_build(store, "main", "b-1", IDS, vectors)
+    queries = clustered(30, DIM, seed=1)
+    _, rows = exact_search(vectors, queries, 10)
+    report = validate_build(store, "main", "b-1", expected_count=len(IDS), queries=queries,
+                            exact_image_ids=np.array(IDS, dtype=object)[rows], min_recall=0.99)
+    assert report.recall == pytest.approx(1.0)
+
+
+def test_validate_build__count_mismatch_and_low_recall_are_both_reported(store: ObjectStore,
+                                                                         vectors: np.ndarray) -> None:
+    make_build(store, "main", "b-1", IDS, vectors)
+    queries = clustered(10, DIM, seed=1)
+    wrong = np.array([[f"other-{i}" for i in range(10)]] * 10, dtype=object)
+    with pytest.raises(ValidationError, match=r"401.*recall@10 0.0000 < required 0.8000"):
+        validate_build(store, "main", "b-1", expected_count=401, queries=queries, exact_image_ids=wrong,
+                       min_recall=0.8)
+
+
+def test_publish__history_is_written_before_current(store: ObjectStore, vectors: np.ndarray,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    first = publish_days(store, vectors, 1)[0]
+    make_build(store, "main", "b-2", IDS, vectors, ds="2026-01-02")
+
+    def crash(self: LocalStore, key: str, value: str) -> None:
+        raise RuntimeError("crash before the pointer")
+
+    monkeypatch.setattr(LocalStore, "write_pointer", crash)
+    with pytest.raises(RuntimeError):
+        publish_build(store, "main", "b-2", ds="2026-01-02")
+    monkeypatch.undo()
+    assert current_build_id(store, "main") == first
+    assert [e["build_id"] for e in read_history(store, "main")] == [first, "b-2"]
+    with load_build(store, "main") as build:
+        assert build.build_id == first
+    # A rollback from the live build ignores the never-live entry after it.
+    with pytest.raises(BuildNotFoundError, match="no build was published before"):
+        rollback(store, "main")
+
+
+def test_rollback__previous_then_the_one_before(store: ObjectStore, vectors: np.ndarray) -> None:
+    b1, b2, b3 = publish_days(store, vectors, 3)
+    assert rollback(store, "main") == b2
+    assert current_build_id(store, "main") == b2
+    assert rollback(store, "main") == b1
+    assert rollback(store, "main", to=b3) == b3
+    assert [e["event"] for e in read_history(store, "main")] == ["publish"] * 3 + ["rollback"] * 3
+
+
+def test_rollback__damaged_target_is_refused_and_current_kept(store: ObjectStore,
+                                                              vectors: np.ndarray) -> None:
+    b1, b2 = publish_days(store, vectors, 2)
+    key = f"indexes/main/{b1}/shard-00000.faiss"
+    store.put_bytes(key, b"garbage")
+    with pytest.raises(ChecksumError, match=r"shard-00000\.faiss"):
+        rollback(store, "main")
+    assert current_build_id(store, "main") == b2
+
+
+def test_rollback__nothing_live_is_an_error(store: ObjectStore) -> None:
+    with pytest.raises(BuildNotFoundError, match="no CURRENT"):
+        rollback(store, "main")
+
+
+def test_prune__keeps_live_last_n_newer_unpublished_and_referenced_objects(store: ObjectStore,
+                                                                          vectors: np.ndarray) -> None:
+    builds = publish_days(store, vectors, 4)
+    # An unpublished build newer than the live one (e.g. tonight's, awaiting publish) stays.
+    make_build(store, "main", "b-2026-01-05-x", IDS, vectors, ds="2026-01-05")
+    # The live build shares a shard object with the oldest build (as an incremental build does).
+    live = builds[-1]
+    shared = f"indexes/main/{builds[0]}/shard-00000.faiss"
+    manifest_key = f"indexes/main/{live}/manifest.json"
+    data = json.loads(store.get_text(manifest_key))
+    data["shards"][0]["key"] = shared
+    data["shards"][0]["sha256"] = json.loads(store.get_text(f"indexes/main/{builds[0]}/manifest.json"))[
+        "shards"][0]["sha256"]
+    store.put_text(manifest_key, json.dumps(data))
+    dropped = prune_builds(store, "main", keep=2)
+    assert dropped == builds[:2]
+    assert list_build_ids(store, "main") == [*builds[2:], "b-2026-01-05-x"]
+    assert store.exists(shared)
+    assert not store.list(f"indexes/main/{builds[1]}/")
+    with load_build(store, "main") as build:
+        assert build.build_id == live
+
+
+def test_newest_build_for__picks_the_latest_created_that_day(store: ObjectStore, vectors: np.ndarray) -> None:
+    make_build(store, "main", "b-a", IDS, vectors, ds="2026-01-01")
+    assert newest_build_for(store, "main", "2026-01-01") == "b-a"
+    assert newest_build_for(store, "main", "2026-01-02") is None
+
+
+def test_cli__index_list_and_rollback(store: ObjectStore, vectors: np.ndarray,
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    b1, b2 = publish_days(store, vectors, 2)
+    monkeypatch.setenv("VISEARCH_ARTIFACTS", store.root)
+    assert cli.main(["index", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"* {b2}" in out and f"p {b1}" in out
+    assert cli.main(["index", "rollback"]) == 0
+    assert f"CURRENT -> {b1}" in capsys.readouterr().out
+    assert [b.build_id for b in list_builds(store, "main") if b.live] == [b1]

@@ -1,0 +1,183 @@
+"""``visearch land``: a folder of the user's images becomes a day's landing manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from visearch.core.config import Settings
+from visearch.core.storage import read_uri
+from visearch.ingest.landing import file_uri, find_images, land_folder, stable_image_id
+
+DS = "2026-02-03"
+IMAGE_FILES = (
+    "My Photos/2024 trip/IMG 001.JPG",
+    "cats/naïve café #1.jpeg",
+    "odd/100% [final]?.png",
+    "a/b/c/deep.webp",
+    "top.GIF",
+)
+SKIPPED_FILES = (".hidden/secret.jpg", "cats/._shadow.jpg", "notes.txt", "cats/readme.md")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Nested folders with odd names: five images, a hidden folder, a macOS shadow file, text files."""
+    root = tmp_path / "pictures"
+    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF"}
+    for i, name in enumerate(IMAGE_FILES + SKIPPED_FILES):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fmt = formats.get(path.suffix.lower())
+        if fmt:
+            Image.new("RGB", (8, 8), (i * 30, 0, 0)).save(path, fmt)
+        else:
+            path.write_text("not an image")
+    return root
+
+
+def _manifest(landing: Path, ds: str = DS) -> list[dict[str, Any]]:
+    text = (landing / f"manifests/ds={ds}/uploads.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_land_folder__one_line_per_image_with_stable_ids_and_readable_uris(
+    folder: Path, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    summary = land_folder(folder, DS, landing=str(landing))
+    rows = _manifest(landing)
+    assert summary.images == len(rows) == len(IMAGE_FILES)
+    assert [r["image_id"] for r in rows] == [stable_image_id(n) for n in sorted(IMAGE_FILES)]
+    for row, name in zip(rows, sorted(IMAGE_FILES), strict=True):
+        assert len(row["image_id"]) == 16 and int(row["image_id"], 16) >= 0
+        assert read_uri(row["uri"]) == (folder / name).read_bytes()  # percent-encoding round-trips
+        assert row["tags"] == list(Path(name).parent.parts)
+        assert row["upload_ts"] == f"{DS}T00:00:00Z"
+        assert (row["owner_id"], row["is_private"], row["action"]) == ("local", False, "upsert")
+    assert summary.manifest_uri == file_uri(landing.resolve() / f"manifests/ds={DS}/uploads.jsonl")
+
+
+def test_land_folder__rerun_writes_the_same_bytes_and_a_moved_folder_keeps_its_ids(
+    folder: Path, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    key = landing / f"manifests/ds={DS}/uploads.jsonl"
+    land_folder(folder, DS, landing=str(landing))
+    first = key.read_bytes()
+    land_folder(folder, DS, landing=str(landing))
+    assert key.read_bytes() == first
+    moved = shutil.move(folder, tmp_path / "elsewhere" / "renamed")
+    land_folder(moved, DS, landing=str(landing))
+    ids = [json.loads(x)["image_id"] for x in first.splitlines()]
+    assert [r["image_id"] for r in _manifest(landing)] == ids
+    assert all("/elsewhere/renamed/" in r["uri"] for r in _manifest(landing))
+
+
+def test_land_folder__skips_hidden_and_non_image_files(folder: Path) -> None:
+    found = [p.relative_to(folder).as_posix() for p in find_images(folder)]
+    assert found == sorted(IMAGE_FILES)
+
+
+def test_land_folder__private_share_is_stable_and_all_or_nothing_at_the_ends(
+    folder: Path, tmp_path: Path
+) -> None:
+    none = land_folder(folder, DS, landing=str(tmp_path / "a"), private_share=0.0)
+    every = land_folder(folder, DS, landing=str(tmp_path / "b"), private_share=1.0)
+    assert (none.private, every.private) == (0, len(IMAGE_FILES))
+    half = land_folder(folder, DS, landing=str(tmp_path / "c"), private_share=0.5)
+    flags = [r["is_private"] for r in _manifest(tmp_path / "c")]
+    assert sum(flags) == half.private
+    land_folder(folder, DS, landing=str(tmp_path / "c"), private_share=0.5)
+    assert [r["is_private"] for r in _manifest(tmp_path / "c")] == flags
+
+
+def test_land_folder__namespace_changes_the_ids(folder: Path, tmp_path: Path) -> None:
+    land_folder(folder, DS, landing=str(tmp_path / "a"))
+    land_folder(folder, DS, landing=str(tmp_path / "b"), namespace="phone")
+    a = {r["image_id"] for r in _manifest(tmp_path / "a")}
+    b = {r["image_id"] for r in _manifest(tmp_path / "b")}
+    assert len(a) == len(b) == len(IMAGE_FILES) and not a & b
+
+
+def test_land_folder__defaults_to_the_settings_landing(folder: Path, settings: Settings) -> None:
+    summary = land_folder(folder, DS, settings=settings, owner="alice")
+    assert summary.manifest_uri.startswith(settings.landing)
+    landing = Path(settings.landing.removeprefix("file://"))
+    assert {r["owner_id"] for r in _manifest(landing)} == {"alice"}
+
+
+def test_land_folder__copy_puts_the_images_under_the_landing(folder: Path, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    summary = land_folder(folder, DS, landing=str(landing), copy=True)
+    assert summary.copied == len(IMAGE_FILES)
+    originals = {stable_image_id(n): (folder / n).read_bytes() for n in IMAGE_FILES}
+    for row in _manifest(landing):
+        assert row["uri"].startswith(file_uri(landing.resolve() / "images/pictures") + "/")
+        assert read_uri(row["uri"]) == originals[row["image_id"]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"ds": "2026-2-3"}, ValueError, "2026-2-3"),
+        ({"ds": "yesterday"}, ValueError, "yesterday"),
+        ({"private_share": 1.5}, ValueError, "1.5"),
+        ({"owner": ""}, ValueError, "owner"),
+    ],
+)
+def test_land_folder__rejects_bad_arguments(folder: Path, tmp_path: Path, kwargs: dict[str, Any],
+                                            error: type[Exception], match: str) -> None:
+    args: dict[str, Any] = {"ds": DS, **kwargs}
+    ds = args.pop("ds")
+    with pytest.raises(error, match=match):
+        land_folder(folder, ds, landing=str(tmp_path / "landing"), **args)
+
+
+def test_land_folder__empty_or_missing_folder_fails_loudly(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="no images"):
+        land_folder(tmp_path / "empty", DS, landing=str(tmp_path / "landing"))
+    with pytest.raises(FileNotFoundError):
+        land_folder(tmp_path / "nope", DS, landing=str(tmp_path / "landing"))
+    assert not (tmp_path / "landing").exists()
+
+
+def test_file_uri__encodes_only_what_it_must() -> None:
+    assert file_uri("/data/ds=2026-01-01/a b#1%.jpg") == "file:///data/ds=2026-01-01/a%20b%231%25.jpg"
+    assert file_uri("/x/café.png") == "file:///x/caf%C3%A9.png"
+    with pytest.raises(ValueError, match="relative"):
+        file_uri("relative/path.jpg")
+
+
+def test_cli_land__prints_the_summary(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from visearch.cli import main
+
+    args = ["land", "--images", str(folder), "--ds", DS, "--landing", str(tmp_path / "l"), "--owner", "bob"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["images"] == len(IMAGE_FILES) and summary["ds"] == DS
+
+
+@pytest.mark.s3
+def test_land_folder__to_an_s3_landing_with_copies(folder: Path, s3_server: Any) -> None:
+    from visearch.core.storage import open_store
+
+    s3_server.create_bucket("land-test")
+    summary = land_folder(folder, DS, landing="s3://land-test/landing", copy=True)
+    store = open_store("s3://land-test/landing")
+    rows = [json.loads(x) for x in store.get_text(f"manifests/ds={DS}/uploads.jsonl").splitlines()]
+    assert summary.manifest_uri == f"s3://land-test/landing/manifests/ds={DS}/uploads.jsonl"
+    originals = {stable_image_id(n): (folder / n).read_bytes() for n in IMAGE_FILES}
+    assert len(rows) == len(IMAGE_FILES)
+    for row in rows:
+        assert row["uri"].startswith("s3://land-test/landing/images/pictures/")
+        assert read_uri(row["uri"]) == originals[row["image_id"]]

@@ -1,0 +1,78 @@
+"""Shared ground of every stage: settings, object storage, Spark sessions, Delta tables,
+provenance, timing, fault points and the job entry point.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from visearch import lazy_exports
+
+if TYPE_CHECKING:
+    from visearch.core.config import EvalSettings as EvalSettings
+    from visearch.core.config import IngestSettings as IngestSettings
+    from visearch.core.config import ModelSettings as ModelSettings
+    from visearch.core.config import S3Settings as S3Settings
+    from visearch.core.config import SearchSettings as SearchSettings
+    from visearch.core.config import Settings as Settings
+    from visearch.core.config import TrainSettings as TrainSettings
+    from visearch.core.config import load_settings as load_settings
+    from visearch.core.config import settings_from_json as settings_from_json
+    from visearch.core.config import to_uri as to_uri
+    from visearch.core.jobrun import JobContext as JobContext
+    from visearch.core.jobrun import check_ds as check_ds
+    from visearch.core.jobrun import job_parser as job_parser
+    from visearch.core.jobrun import parse_ds as parse_ds
+    from visearch.core.jobrun import setup_logging as setup_logging
+    from visearch.core.provenance import git_sha as git_sha
+    from visearch.core.spark import extra_jars as extra_jars
+    from visearch.core.spark import get_spark as get_spark
+    from visearch.core.spark import s3a_conf as s3a_conf
+    from visearch.core.spark import spark_conf as spark_conf
+    from visearch.core.spark import to_spark_path as to_spark_path
+    from visearch.core.storage import LocalStore as LocalStore
+    from visearch.core.storage import ObjectStore as ObjectStore
+    from visearch.core.storage import join as join
+    from visearch.core.storage import make_s3_client as make_s3_client
+    from visearch.core.storage import open_store as open_store
+    from visearch.core.storage import read_uri as read_uri
+    from visearch.core.storage import sha256_bytes as sha256_bytes
+    from visearch.core.storage import sha256_file as sha256_file
+    from visearch.core.storage import split_uri as split_uri
+    from visearch.core.timing import StageTimer as StageTimer
+
+_EXPORTS = {
+    "EvalSettings": "config",
+    "IngestSettings": "config",
+    "ModelSettings": "config",
+    "S3Settings": "config",
+    "SearchSettings": "config",
+    "Settings": "config",
+    "TrainSettings": "config",
+    "load_settings": "config",
+    "settings_from_json": "config",
+    "to_uri": "config",
+    "JobContext": "jobrun",
+    "check_ds": "jobrun",
+    "job_parser": "jobrun",
+    "parse_ds": "jobrun",
+    "setup_logging": "jobrun",
+    "git_sha": "provenance",
+    "extra_jars": "spark",
+    "get_spark": "spark",
+    "s3a_conf": "spark",
+    "spark_conf": "spark",
+    "to_spark_path": "spark",
+    "LocalStore": "storage",
+    "ObjectStore": "storage",
+    "join": "storage",
+    "make_s3_client": "storage",
+    "open_store": "storage",
+    "read_uri": "storage",
+    "sha256_bytes": "storage",
+    "sha256_file": "storage",
+    "split_uri": "storage",
+    "StageTimer": "timing",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

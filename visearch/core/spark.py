@@ -1,0 +1,153 @@
+"""The Spark session factory: Delta Lake enabled, S3A configured for ``s3://`` roots.
+
+Spark's extra jars (Delta, and hadoop-aws with the AWS SDK for S3A) are resolved from Maven
+Central by ``make setup`` into the local Maven cache; ``make setup`` writes their paths to
+``.jars.classpath`` (or ``$VISEARCH_JARS_CLASSPATH``), which this module reads. No download happens
+when a session starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from visearch.core.config import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+_S3A_JARS = ("hadoop-aws", "bundle-", "analyticsaccelerator", "wildfly-openssl")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def classpath_file() -> Path:
+    """Where ``make setup`` recorded the jar paths."""
+    return Path(os.environ.get("VISEARCH_JARS_CLASSPATH", REPO_ROOT / ".jars.classpath"))
+
+
+def extra_jars(with_s3a: bool) -> list[str]:
+    """Local paths of the Delta (and optionally S3A) jars.
+
+    Raises:
+        FileNotFoundError: when ``make setup`` has not resolved the jars yet.
+    """
+    path = classpath_file()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `make setup` to resolve Spark's Delta and S3A jars")
+    jars = [j for j in path.read_text().strip().split(os.pathsep) if j]
+    missing = [j for j in jars if not Path(j).is_file()]
+    if missing:
+        raise FileNotFoundError(f"jars listed in {path} are missing (rerun `make setup`): {missing[:3]}")
+    if not with_s3a:
+        jars = [j for j in jars if not Path(j).name.startswith(_S3A_JARS)]
+    return jars
+
+
+def spark_conf(settings: Settings, app_name: str) -> dict[str, str]:
+    """The full Spark configuration for a visearch job (pure; used by the DAG and tests too)."""
+    conf: dict[str, str] = {
+        "spark.app.name": app_name,
+        "spark.master": settings.spark.master,
+        "spark.driver.memory": settings.spark.driver_memory,
+        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        "spark.default.parallelism": str(settings.spark.shuffle_partitions),
+        # Delta rebuilds table state with 50 tasks by default: ~3x slower small commits locally.
+        "spark.databricks.delta.snapshotPartitions": str(settings.spark.shuffle_partitions),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.python.worker.reuse": "true",
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.executorEnv.PYTHONPATH": str(REPO_ROOT),
+    }
+    if settings.uses_s3:
+        conf.update(s3a_conf(settings))
+    for key in ("VISEARCH_S3_ENDPOINT", "VISEARCH_S3_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if os.environ.get(key):
+            conf[f"spark.executorEnv.{key}"] = os.environ[key]
+    conf.update(settings.spark.conf)
+    return conf
+
+
+def s3a_conf(settings: Settings) -> dict[str, str]:
+    """S3A settings so that ``s3://`` and ``s3a://`` paths reach the configured endpoint."""
+    conf = {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.path.style.access": str(settings.s3.path_style).lower(),
+        "spark.hadoop.fs.s3a.endpoint.region": settings.s3.region,
+        "spark.hadoop.fs.s3a.aws.credentials.provider": (
+            "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider,"
+            "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
+        ),
+        # Transient failures are retried twice over: by the AWS SDK inside each S3A call
+        # (attempts.maximum) and by S3A around it (retry.limit, with retry.interval backoff;
+        # throttling has its own limit). 5xx answers count as transient.
+        "spark.hadoop.fs.s3a.attempts.maximum": str(settings.s3.max_attempts),
+        "spark.hadoop.fs.s3a.retry.limit": str(settings.s3.max_attempts),
+        "spark.hadoop.fs.s3a.retry.throttle.limit": str(2 * settings.s3.max_attempts),
+        "spark.hadoop.fs.s3a.retry.http.5xx.errors": "true",
+        "spark.hadoop.fs.s3a.change.detection.mode": "none",
+        "spark.hadoop.fs.s3a.bucket.probe": "0",
+        "spark.delta.logStore.s3.impl": "io.delta.storage.S3SingleDriverLogStore",
+        "spark.delta.logStore.s3a.impl": "io.delta.storage.S3SingleDriverLogStore",
+    }
+    if settings.s3.endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = settings.s3.endpoint
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+            settings.s3.endpoint.startswith("https")
+        ).lower()
+    for env_key, conf_key in (("AWS_ACCESS_KEY_ID", "access.key"), ("AWS_SECRET_ACCESS_KEY", "secret.key")):
+        if os.environ.get(env_key):
+            conf[f"spark.hadoop.fs.s3a.{conf_key}"] = os.environ[env_key]
+    return conf
+
+
+def get_spark(settings: Settings, app_name: str = "visearch") -> SparkSession:
+    """Build (or reuse) a SparkSession with Delta and, for ``s3://`` roots, S3A.
+
+    Raises:
+        FileNotFoundError: when the Spark jars have not been resolved by ``make setup``.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    conf = spark_conf(settings, app_name)
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):
+        # Under spark-submit: master, driver memory and jars were given on its command line
+        # (the DAG's connection and --jars); don't override them from settings.
+        for key in ("spark.master", "spark.driver.memory"):
+            conf.pop(key, None)
+    else:
+        builder = builder.config("spark.jars", ",".join(extra_jars(with_s3a=settings.uses_s3)))
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    log.info("spark session %s on %s (delta%s)", app_name, settings.spark.master,
+             ", s3a" if settings.uses_s3 else "")
+    return session
+
+
+def to_spark_path(uri: str) -> str:
+    """A Delta/Spark path for a storage URI (``s3://`` becomes ``s3a://``)."""
+    if uri.startswith("s3://"):
+        return "s3a://" + uri[len("s3://") :]
+    if uri.startswith("file://"):
+        return "file:" + uri[len("file://") :]
+    return uri
