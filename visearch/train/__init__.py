@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from visearch.train.distributed import run_distributed as run_distributed
     from visearch.train.distributed import run_id as run_id
     from visearch.train.distributed import train_worker as train_worker
-    from visearch.train.distributed import versions_of_day as versions_of_day
     from visearch.train.distributed import world_from_env as world_from_env
     from visearch.train.loss import InfoNCELoss as InfoNCELoss
     from visearch.train.model import Architecture as Architecture
@@ -55,6 +54,7 @@ if TYPE_CHECKING:
     from visearch.train.preprocess import validate_crop as validate_crop
     from visearch.train.registry import LoadedModel as LoadedModel
     from visearch.train.registry import ModelRegistry as ModelRegistry
+    from visearch.train.registry import versions_of_day as versions_of_day
     from visearch.train.trainer import NonFiniteLossError as NonFiniteLossError
     from visearch.train.trainer import PairDataset as PairDataset
     from visearch.train.trainer import PairRecord as PairRecord
@@ -91,7 +91,6 @@ _EXPORTS = {
     "run_distributed": "distributed",
     "run_id": "distributed",
     "train_worker": "distributed",
-    "versions_of_day": "distributed",
     "world_from_env": "distributed",
     "InfoNCELoss": "loss",
     "Architecture": "model",
@@ -111,6 +110,7 @@ _EXPORTS = {
     "validate_crop": "preprocess",
     "LoadedModel": "registry",
     "ModelRegistry": "registry",
+    "versions_of_day": "registry",
     "NonFiniteLossError": "trainer",
     "PairDataset": "trainer",
     "PairRecord": "trainer",

@@ -47,7 +47,6 @@ import io
 import json
 import logging
 import os
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,6 +55,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from visearch.core.config import S3Settings, Settings, settings_from_json
 from visearch.core.storage import ObjectStore, open_store, split_uri
+from visearch.train.registry import versions_of_day
 from visearch.train.trainer import PairRecord, TrainConfig
 
 if TYPE_CHECKING:
@@ -208,7 +208,6 @@ class Decision:
     model_version: str | None = None
 
 
-_VERSION_DS = re.compile(r"^v-(\d{4}-\d{2}-\d{2})-[0-9a-f]+$")
 
 
 def retrain_due(ds: str, every: int) -> bool:
@@ -227,11 +226,6 @@ def retrain_due(ds: str, every: int) -> bool:
     except ValueError as exc:
         raise ValueError(f"ds must be YYYY-MM-DD, got {ds!r}") from exc
     return day.toordinal() % every == 0
-
-
-def versions_of_day(versions: Iterable[str], ds: str) -> list[str]:
-    """The registry versions trained for ``ds`` (named ``v-<ds>-<hex>`` by the registry), sorted."""
-    return sorted(v for v in versions if (m := _VERSION_DS.match(v)) and m.group(1) == ds)
 
 
 def decide(ds: str, every: int, versions: Sequence[str]) -> Decision:

@@ -22,7 +22,7 @@ import logging
 import re
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -41,8 +41,11 @@ from visearch.train.preprocess import Preprocessing, preprocess
 log = logging.getLogger(__name__)
 
 MODELS = "models"
-CHAMPION_KEY = f"{MODELS}/CHAMPION"
+CHAMPION = "CHAMPION"  # the name that means "the promoted version" wherever a version is asked for
+CHAMPION_KEY = f"{MODELS}/{CHAMPION}"
+PROMOTION_RECORD = "promotion.json"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_VERSION_DS = re.compile(r"^v-(\d{4}-\d{2}-\d{2})-[0-9a-f]+$")
 _EXPORT_TOLERANCE = 1e-5
 # Wall-clock measurements of one training run: recorded in config.json, left out of the version's
 # content hash, so that the same data, seed and code name the same version on every rerun.
@@ -57,6 +60,11 @@ def state_dict_hash(state: Mapping[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def versions_of_day(versions: Iterable[str], ds: str) -> list[str]:
+    """The registry versions trained for ``ds`` (named ``v-<ds>-<hex>`` by :meth:`ModelRegistry.save`), sorted."""
+    return sorted(v for v in versions if (m := _VERSION_DS.match(v)) and m.group(1) == ds)
 
 
 def _check_version(version: str) -> str:
@@ -313,6 +321,45 @@ class ModelRegistry:
     def champion(self) -> str | None:
         """The promoted version, or ``None`` before any promotion."""
         return self.store.read_pointer(CHAMPION_KEY)
+
+    def resolve(self, version: str | None) -> str:
+        """The complete version that ``version`` names: ``None`` or ``"CHAMPION"`` mean the champion.
+
+        The one place the word ``CHAMPION`` is understood (a DAG's ``--model-version CHAMPION``,
+        a CLI's default).
+
+        Raises:
+            LookupError: when the champion is asked for and none has been promoted yet.
+            ValueError: when a named version is invalid or not a complete version.
+        """
+        if version is None or version == CHAMPION:
+            champion = self.champion()
+            if champion is None:
+                raise LookupError(f"{self.store.uri(CHAMPION_KEY)} is not set: train and promote a model first "
+                                  "(the nightly DAG does both)")
+            return champion
+        if not self.store.exists(self._key(version, "config.json")):
+            raise ValueError(f"model version {version!r} does not exist under {self.store.uri(MODELS)}/")
+        return version
+
+    def newest_of_day(self, ds: str) -> str | None:
+        """The last (in name order) complete version trained for ``ds``, or ``None``."""
+        found = versions_of_day(self.versions(), ds)
+        return found[-1] if found else None
+
+    def promotion_record(self, version: str) -> dict[str, Any] | None:
+        """The recorded promotion decision of ``version`` (``models/<version>/promotion.json``), if any."""
+        key = self._key(version, PROMOTION_RECORD)
+        if not self.store.exists(key):
+            return None
+        data: dict[str, Any] = json.loads(self.store.get_text(key))
+        return data
+
+    def write_promotion_record(self, version: str, record: Mapping[str, Any]) -> str:
+        """Write ``models/<version>/promotion.json`` and return its URI."""
+        key = self._key(version, PROMOTION_RECORD)
+        self.store.put_text(key, json.dumps(dict(record), indent=2, sort_keys=True))
+        return self.store.uri(key)
 
     def set_champion(self, version: str) -> None:
         """Point ``models/CHAMPION`` at ``version`` (written last, atomically).
