@@ -45,7 +45,7 @@ test: setup ## Run the whole test suite (unit, integration, end-to-end)
 test-fast: setup ## Unit tests only (no Spark, no Airflow, no slow tests)
 	$(PY) -m pytest -m "not slow and not spark and not airflow and not s3 and not browser" $(PYTEST_ARGS)
 
-lint: setup ## ruff on everything, mypy strict on the package
+lint: setup ## ruff on everything, mypy strict on the package, the jobs and the DAGs
 	$(VENV)/bin/ruff check visearch jobs dags tests
 	$(VENV)/bin/mypy
 
