@@ -54,7 +54,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from visearch.core.config import S3Settings, Settings, settings_from_json
+from visearch.core.config import S3Settings, Settings, TrainSettings, settings_from_json
 from visearch.core.storage import ObjectStore, open_store, split_uri
 from visearch.train.trainer import PairRecord, TrainConfig
 
@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Defaults of :class:`TrainSpec`'s knobs: the ``train`` settings' (their one source).
+_TRAIN_DEFAULTS = TrainSettings()
 #: At most this many pair records travel pickled inside the spec; more go through a parquet file.
 INLINE_RECORDS_MAX = 50_000
 PAIRS_FILE = "pairs.parquet"
@@ -357,9 +359,9 @@ class TrainSpec:
     records: tuple[PairRecord, ...] = ()
     records_key: str | None = None
     num_hard_negatives: int = 0
-    augment_strength: float = 0.5
-    augment_blur: float = 0.0
-    use_gpu: bool = False
+    augment_strength: float = _TRAIN_DEFAULTS.augment_strength
+    augment_blur: float = _TRAIN_DEFAULTS.augment_blur
+    use_gpu: bool = _TRAIN_DEFAULTS.use_gpu
     resume: bool = True
 
     def __post_init__(self) -> None:
