@@ -17,11 +17,12 @@ overrides = dict(a.split("=", 1) for a in sys.argv[2:])
 os.environ.update({"VISEARCH_LANDING": str(root / "landing"), "VISEARCH_LAKE": str(root / "lake"),
                    "VISEARCH_ARTIFACTS": str(root / "artifacts"), **overrides})
 
-from jobs import build_pairs, evaluate, ingest_images, ingest_interactions, promote, train  # noqa: E402
+from jobs import build_pairs, evaluate, ingest_images, ingest_interactions, promote  # noqa: E402
 from visearch.core.config import load_settings  # noqa: E402
 from visearch.core.jobrun import setup_logging  # noqa: E402
 from visearch.core.spark import get_spark  # noqa: E402
 from visearch.demo.corpus import generate_demo  # noqa: E402
+from visearch.train import train_day  # noqa: E402
 
 setup_logging()
 settings = load_settings()
@@ -38,7 +39,7 @@ for ds in days:
         (root / f"ingested-{ds}").touch()
 for ds in days[-1:]:
     started = time.perf_counter()
-    result = train.run(settings, ds, spark=spark)
+    result = train_day.run(settings, ds, spark=spark)
     out["train"] = {k: result.get(k) for k in ("model_version", "steps", "final_loss", "images_per_sec", "pairs")}
     out["train_seconds"] = round(time.perf_counter() - started, 1)
     ev = evaluate.run(settings, ds, spark=spark)

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from jobs import build_index, ingest_images, publish_index
-from jobs import train as train_job
 from tests.support.delta_log import orphan_files
 from tests.support.fault_checks import (
     DAY1,
@@ -42,6 +41,7 @@ from visearch.core.storage import open_store
 from visearch.index.manifest import current_build_id, list_build_ids, read_manifest
 from visearch.index.publish import publish_build, read_history
 from visearch.train.registry import ModelRegistry
+from visearch.train.train_day import run as train_day
 from visearch.train.trainer import list_checkpoints
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -201,7 +201,7 @@ def test_kill__training_killed_mid_checkpoint_resumes_from_the_last_whole_one(
     assert len(torn) == 1 and 0 < torn[0].stat().st_size < whole, (torn, whole)
     kept = torch.load(folder / "step-00000001.pt", map_location="cpu", weights_only=True)
 
-    rerun = train_job.run(settings, DAY1, spark=spark)
+    rerun = train_day(settings, DAY1, spark=spark)
     assert rerun["trained"] and rerun["resumed_from"] == 1 and rerun["steps"] == 3
     assert store.list("checkpoints/") == []  # the day's checkpoints go once the model is saved
     losses = ModelRegistry(store).config(rerun["model_version"])["losses"]

@@ -80,7 +80,7 @@ def test_color_jitter__zero_strength_is_identity() -> None:
 @pytest.mark.parametrize("size", [32, 64])
 def test_simclr_augment__views_have_model_shape_and_range(size: int) -> None:
     prep = Preprocessing(size=size)
-    augment = SimCLRAugment(size, strength=1.0, prep=prep)
+    augment = SimCLRAugment(size, strength=1.0, prep=prep, blur=0.5)
     low = (0 - torch.tensor(prep.mean)) / torch.tensor(prep.std)  # (3,)
     high = (1 - torch.tensor(prep.mean)) / torch.tensor(prep.std)  # (3,)
     rng = random.Random(3)
@@ -95,7 +95,7 @@ def test_simclr_augment__views_have_model_shape_and_range(size: int) -> None:
 
 
 def test_simclr_augment__same_seed_same_views_for_both_random_sources() -> None:
-    augment = SimCLRAugment(32)
+    augment = SimCLRAugment(32, strength=1.0, blur=0.5)
     img = photo(64, 64)
     for make in (lambda: random.Random(42), lambda: torch.Generator().manual_seed(42)):
         first = augment.two_views(img, make())
@@ -115,5 +115,5 @@ def test_simclr_augment__rejects_size_mismatch_and_negative_strength() -> None:
 
 
 def test_simclr_augment__converts_non_rgb_input() -> None:
-    view = SimCLRAugment(32).view(Image.new("L", (40, 40), 128), random.Random(0))
+    view = SimCLRAugment(32, strength=1.0, blur=0.5).view(Image.new("L", (40, 40), 128), random.Random(0))
     assert view.shape == (3, 32, 32)

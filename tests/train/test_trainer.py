@@ -138,7 +138,8 @@ def test_pair_dataset__self_pair_gives_two_views_of_one_decode() -> None:
         return images[uri]
 
     uri = sorted(images)[0]
-    dataset = PairDataset([PairRecord(uri, uri, 2.0, 9)], loader, PREP, SimCLRAugment(SIZE, prep=PREP))
+    views = SimCLRAugment(SIZE, strength=1.0, prep=PREP, blur=0.5)
+    dataset = PairDataset([PairRecord(uri, uri, 2.0, 9)], loader, PREP, views)
     item = dataset[(0, 123)]
     assert reads == [uri]
     assert item["query"].shape == item["positive"].shape == (3, SIZE, SIZE)
@@ -250,7 +251,7 @@ def test_rng_state__round_trips_through_a_weights_only_checkpoint(tmp_path: Path
 def test_train__fresh_run_clears_an_older_runs_checkpoints(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     store.put_bytes("c/step-00000009.pt", b"stale")
-    cfg = TrainConfig(steps=1, batch_size=4, checkpoint_every=1)
+    cfg = TrainConfig(steps=1, batch_size=4, lr=3e-3, checkpoint_every=1)
     result = train(
         tiny_model(),
         self_pair_dataset(synthetic_images(4)),
@@ -286,7 +287,7 @@ def test_train__non_finite_loss_stops_with_a_clear_error(tmp_path: Path) -> None
         train(
             tiny_model(),
             dataset,
-            TrainConfig(steps=3, batch_size=4),
+            TrainConfig(steps=3, batch_size=4, lr=3e-3),
             checkpoint_store=store,
             checkpoint_prefix="c",
             progress=False,
@@ -300,7 +301,7 @@ def test_train__amp_is_refused_on_cpu(tmp_path: Path) -> None:
         train(
             tiny_model(),
             self_pair_dataset(synthetic_images(4)),
-            TrainConfig(steps=1, batch_size=4, amp=True, device="cpu"),
+            TrainConfig(steps=1, batch_size=4, lr=3e-3, amp=True, device="cpu"),
             checkpoint_store=store_at(tmp_path),
             checkpoint_prefix="c",
             progress=False,
@@ -341,7 +342,7 @@ def test_train__bf16_autocast_and_channels_last_on_cuda(tmp_path: Path) -> None:
     result = train(
         model,
         self_pair_dataset(synthetic_images(16), hard=1),
-        TrainConfig(steps=3, batch_size=8, checkpoint_every=3),
+        TrainConfig(steps=3, batch_size=8, lr=3e-3, checkpoint_every=3),
         checkpoint_store=store_at(tmp_path),
         checkpoint_prefix="gpu",
         progress=False,
@@ -372,7 +373,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, root: str, out: str) -> N
         result = train(
             model,
             self_pair_dataset(synthetic_images(8)),
-            TrainConfig(steps=2, batch_size=4, checkpoint_every=2),
+            TrainConfig(steps=2, batch_size=4, lr=3e-3, checkpoint_every=2),
             checkpoint_store=open_store(root),
             checkpoint_prefix="ddp",
             rank=rank,

@@ -19,7 +19,7 @@ What one run does, all seeded:
    :func:`visearch.train.distributed.assemble_records`, :class:`~visearch.train.trainer.PairDataset` (images
    decoded once, :class:`DecodedCache`) + :func:`visearch.train.trainer.train`, saved and loaded through
    :class:`~visearch.train.registry.ModelRegistry`. The trainer runs in this process rather than through
-   ``jobs.train``'s TorchDistributor (one process either way on this machine, and a wall-clock
+   :func:`visearch.train.train_day.run`'s TorchDistributor (one process either way on this machine, and a wall-clock
    budget needs the ``on_step`` hook). The step count comes from a short timing probe
    (``budget / seconds per step``); both learned models get the same steps, and a run still
    going at 1.25 × the budget is stopped.

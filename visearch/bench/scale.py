@@ -53,7 +53,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("ingest_images", "jobs.ingest_images"),
     ("ingest_interactions", "jobs.ingest_interactions"),
     ("build_pairs", "jobs.build_pairs"),
-    ("train", "jobs.train"),
+    ("train", "visearch.train.train_day"),
     ("evaluate", "jobs.evaluate"),
     ("promote", "jobs.promote"),
     ("embed", "jobs.embed"),

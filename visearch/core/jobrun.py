@@ -57,6 +57,21 @@ def parse_ds(value: str) -> str:
         raise argparse.ArgumentTypeError(f"--ds must be YYYY-MM-DD, got {value!r}") from exc
 
 
+def positive_int(value: str) -> int:
+    """An argparse type for counts and periods: an integer >= 1.
+
+    Raises:
+        argparse.ArgumentTypeError: for anything else (``0``, ``-2``, ``1.5``, ``seven``).
+    """
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from exc
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
 def job_parser(description: str, *, needs_ds: bool = True) -> argparse.ArgumentParser:
     """An argument parser with the options every job takes (``--ds``, ``--config``)."""
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False)

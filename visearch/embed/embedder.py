@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from visearch.core.config import S3Settings, settings_from_json
+from visearch.core.config import EmbedSettings, S3Settings, Settings, settings_from_json
 from visearch.core.storage import open_store, sha256_bytes
 from visearch.ingest.validation import MISSING_FILE, UNREADABLE, read_image_bytes
 from visearch.train.preprocess import ImageDecodeError, preprocess
@@ -67,6 +67,8 @@ RESULT_SCHEMA = (
 )
 MODEL_CACHE_SIZE = 2  # model versions kept per process (the old and the new champion)
 _DETAIL_MAX_CHARS = 1000
+#: Defaults of :class:`EmbedTask`: the ``embed`` settings' (their one source).
+_EMBED_DEFAULTS = EmbedSettings()
 
 CropBox = tuple[int, int, int, int]
 
@@ -466,6 +468,8 @@ class BatchEmbedder:
 class EmbedTask:
     """Everything one Spark task needs (pickled to the executors with the function).
 
+    Built with :meth:`from_settings`; the knobs default to the ``embed`` settings' defaults.
+
     Attributes:
         settings_json: :meth:`Settings.to_json` of the job (storage roots, S3 endpoint).
         model_version: the version to embed with.
@@ -479,12 +483,27 @@ class EmbedTask:
 
     settings_json: str
     model_version: str
-    batch_size: int = 64
-    decode_workers: int = 2
-    use_gpu: bool = True
-    amp: bool = True
+    batch_size: int = _EMBED_DEFAULTS.batch_size
+    decode_workers: int = _EMBED_DEFAULTS.decode_workers
+    use_gpu: bool = _EMBED_DEFAULTS.use_gpu
+    amp: bool = _EMBED_DEFAULTS.amp
     cpu_threads: int | None = None
-    cpu_optimize: bool = True
+    cpu_optimize: bool = _EMBED_DEFAULTS.cpu_optimize
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model_version: str, *, cpu_threads: int | None = None) -> EmbedTask:
+        """The task of embedding with ``model_version`` under ``settings`` (its ``embed`` section)."""
+        embed = settings.embed
+        return cls(
+            settings_json=settings.to_json(),
+            model_version=model_version,
+            batch_size=embed.batch_size,
+            decode_workers=embed.decode_workers,
+            use_gpu=embed.use_gpu,
+            amp=embed.amp,
+            cpu_threads=cpu_threads,
+            cpu_optimize=embed.cpu_optimize,
+        )
 
 
 def _result_schema() -> pa.Schema:

@@ -20,12 +20,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
+from visearch.core.config import TrainSettings
 from visearch.train.preprocess import Preprocessing, to_tensor
 
 #: Where augmentations draw their random numbers from.
 Rng = random.Random | torch.Generator
 
 _RESAMPLE = Image.Resampling.BICUBIC
+#: Defaults of :class:`SimCLRAugment`'s colour strength and blur: the ``train`` settings' (their one source).
+_TRAIN_DEFAULTS = TrainSettings()
 
 
 def uniform(rng: Rng, low: float, high: float) -> float:
@@ -213,19 +216,20 @@ class SimCLRAugment:
     Args:
         size: output side; must equal ``prep.size`` when a preprocessing is given.
         strength: scales colour jitter (0.8·s brightness/contrast/saturation, 0.2·s hue);
-            0 turns jitter off.
+            0 turns jitter off (default: the ``train.augment_strength`` setting's default).
         prep: normalisation constants for :meth:`view` (default: ImageNet at ``size``).
         rng: the default random source when a call passes none (default: ``random.Random(0)``).
         min_scale: smallest crop area share of :class:`RandomResizedCrop`.
-        blur: probability of the Gaussian blur (SimCLR uses 0.5 on ImageNet, 0 on CIFAR).
+        blur: probability of the Gaussian blur (SimCLR uses 0.5 on ImageNet, 0 on CIFAR; default:
+            the ``train.augment_blur`` setting's default).
     """
 
     size: int
-    strength: float = 1.0
+    strength: float = _TRAIN_DEFAULTS.augment_strength
     prep: Preprocessing | None = None
     rng: Rng = field(default_factory=lambda: random.Random(0))
     min_scale: float = 0.2
-    blur: float = 0.5
+    blur: float = _TRAIN_DEFAULTS.augment_blur
 
     def __post_init__(self) -> None:
         if self.strength < 0:

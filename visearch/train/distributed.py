@@ -1,6 +1,7 @@
 """Data-parallel training through Spark's ``TorchDistributor``: the worker and what it is sent.
 
-A training run (``jobs/train.py`` is the driver):
+A training run (:func:`visearch.train.train_day.run` is the driver, once
+:func:`visearch.train.cadence.decide` said the day trains):
 
 1. The driver collects the day's pairs with their image URIs (ids and URIs only: small) and turns
    them into :class:`~visearch.train.trainer.PairRecord` s with :func:`assemble_records`.
@@ -8,7 +9,8 @@ A training run (``jobs/train.py`` is the driver):
    which runs :func:`train_worker` through
    ``TorchDistributor(num_processes, local_mode=True, use_gpu=...)``.
 3. In local mode pyspark 4.2 cloudpickles ``(train_worker, spec)`` to a temporary file and starts
-   ``python -m torch.distributed.run --standalone --nnodes=1 --nproc_per_node=N script``; every
+   ``python -m torch.distributed.run --standalone --nnodes=1 --nproc_per_node=N script``
+   (``train_worker`` is pickled by reference to this module, which each process imports); every
    process finds ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` in its
    environment (:func:`world_from_env`). ``train_worker`` joins the process group (gloo on CPU,
    nccl on GPU), builds the model, wraps it in ``DistributedDataParallel`` when there is more than
@@ -41,7 +43,6 @@ checkpoints once the model is saved. Every worker holds the full list: the data 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import io
 import json
@@ -53,9 +54,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from visearch.core.config import S3Settings, Settings, settings_from_json
+from visearch.core.config import S3Settings, Settings, TrainSettings, settings_from_json
 from visearch.core.storage import ObjectStore, open_store, split_uri
-from visearch.train.registry import versions_of_day
 from visearch.train.trainer import PairRecord, TrainConfig
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Defaults of :class:`TrainSpec`'s knobs: the ``train`` settings' (their one source).
+_TRAIN_DEFAULTS = TrainSettings()
 #: At most this many pair records travel pickled inside the spec; more go through a parquet file.
 INLINE_RECORDS_MAX = 50_000
 PAIRS_FILE = "pairs.parquet"
@@ -194,58 +196,6 @@ def _exit_quietly() -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     raise SystemExit(0)
-
-
-# ---------------------------------------------------------------------------------- cadence
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Whether the train job trains for a day, and why."""
-
-    train: bool
-    reason: str
-    model_version: str | None = None
-
-
-
-
-def retrain_due(ds: str, every: int) -> bool:
-    """Whether ``ds`` is a retraining day: its proleptic Gregorian ordinal is divisible by ``every``.
-
-    ``every`` = 1 trains every day; 7 trains one day a week (the same weekday: 7 divides the
-    difference of two ordinals exactly when they are a whole number of weeks apart).
-
-    Raises:
-        ValueError: for ``every`` < 1 or a ``ds`` that is not ``YYYY-MM-DD``.
-    """
-    if every < 1:
-        raise ValueError(f"retrain_every must be >= 1, got {every}")
-    try:
-        day = dt.date.fromisoformat(ds)
-    except ValueError as exc:
-        raise ValueError(f"ds must be YYYY-MM-DD, got {ds!r}") from exc
-    return day.toordinal() % every == 0
-
-
-def decide(ds: str, every: int, versions: Sequence[str]) -> Decision:
-    """Train or not for ``ds``, given the registry's versions.
-
-    A version of ``ds`` already exists → no (a rerun of the day changes nothing). Otherwise train
-    on cadence days (:func:`retrain_due`) and whenever there is no model at all.
-
-    Raises:
-        ValueError: as :func:`retrain_due`.
-    """
-    due = retrain_due(ds, every)
-    existing = versions_of_day(versions, ds)
-    if existing:
-        return Decision(False, "exists", existing[-1])
-    if due:
-        return Decision(True, f"cadence: ordinal of {ds} is divisible by {every}")
-    if not versions:
-        return Decision(True, "no model exists yet")
-    return Decision(False, f"cadence: {ds} is not a training day (every {every} days)")
 
 
 # ------------------------------------------------------------------------------------ pairs
@@ -409,9 +359,9 @@ class TrainSpec:
     records: tuple[PairRecord, ...] = ()
     records_key: str | None = None
     num_hard_negatives: int = 0
-    augment_strength: float = 0.5
-    augment_blur: float = 0.0
-    use_gpu: bool = False
+    augment_strength: float = _TRAIN_DEFAULTS.augment_strength
+    augment_blur: float = _TRAIN_DEFAULTS.augment_blur
+    use_gpu: bool = _TRAIN_DEFAULTS.use_gpu
     resume: bool = True
 
     def __post_init__(self) -> None:

@@ -72,17 +72,19 @@ _VITS: dict[str, Callable[..., VisionTransformer]] = {
 BACKBONES: tuple[str, ...] = (*_RESNETS, *_VITS)
 
 _HEAD_PREFIXES = ("fc.", "heads.")  # torchvision classifier heads, ignored when loading weights
+#: Defaults of the architecture: the ``model`` settings' (their one source; :func:`build_model` builds from settings).
+_MODEL_DEFAULTS = ModelSettings()
 
 
 @dataclass(frozen=True)
 class Architecture:
     """What is needed to rebuild an :class:`EmbeddingModel` (saved in ``config.json``)."""
 
-    backbone: str = "resnet18"
-    embed_dim: int = 128
-    image_size: int = 224
-    small_stem: bool = False
-    width: int = 64
+    backbone: str = _MODEL_DEFAULTS.backbone
+    embed_dim: int = _MODEL_DEFAULTS.embed_dim
+    image_size: int = _MODEL_DEFAULTS.image_size
+    small_stem: bool = _MODEL_DEFAULTS.small_stem
+    width: int = _MODEL_DEFAULTS.width
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -209,13 +211,13 @@ class EmbeddingModel(nn.Module):
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        embed_dim: int = 128,
-        image_size: int = 224,
-        small_stem: bool = False,
+        backbone: str = _MODEL_DEFAULTS.backbone,
+        embed_dim: int = _MODEL_DEFAULTS.embed_dim,
+        image_size: int = _MODEL_DEFAULTS.image_size,
+        small_stem: bool = _MODEL_DEFAULTS.small_stem,
         prep: Preprocessing | None = None,
         init_weights: str | Path | None = None,
-        width: int = 64,
+        width: int = _MODEL_DEFAULTS.width,
     ) -> None:
         super().__init__()
         self.arch = Architecture(backbone, embed_dim, image_size, small_stem, width)

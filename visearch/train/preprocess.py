@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: Defaults of :class:`Preprocessing`: the ``model`` settings' (their one source).
+_MODEL_DEFAULTS = ModelSettings()
 
 #: A crop box ``(x, y, width, height)`` in pixels of the oriented image.
 CropBox = tuple[int, int, int, int]
@@ -55,15 +57,17 @@ class ImageDecodeError(ValueError):
 class Preprocessing:
     """Constants of preprocessing; saved in every model's ``config.json``.
 
+    Built with :meth:`from_settings` from the ``model`` settings, whose defaults are its defaults.
+
     Attributes:
         size: side of the square model input in pixels.
         mean: per-channel mean (RGB, in [0, 1] units) subtracted after scaling.
         std: per-channel standard deviation (RGB) divided by after subtracting the mean.
     """
 
-    size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    size: int = _MODEL_DEFAULTS.image_size
+    mean: tuple[float, float, float] = _MODEL_DEFAULTS.mean
+    std: tuple[float, float, float] = _MODEL_DEFAULTS.std
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or self.size < 1:

@@ -50,6 +50,8 @@ from visearch.train.preprocess import Preprocessing, decode_image, to_tensor
 log = logging.getLogger(__name__)
 
 _CHECKPOINT_RE = re.compile(r"step-(\d{8})\.pt$")
+#: Defaults of the knobs :class:`TrainConfig` shares with the ``train`` settings (their one source).
+_TRAIN_DEFAULTS = TrainSettings()
 
 
 class NonFiniteLossError(RuntimeError):
@@ -229,6 +231,9 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 class TrainConfig:
     """Knobs of one training run.
 
+    Built with :meth:`from_settings` from the ``train`` settings; the knobs it shares with them
+    default to the settings' defaults, the others are the trainer's own.
+
     Attributes:
         steps: total optimizer steps (a resumed run continues up to this number).
         batch_size: pairs per step per process (the global batch is ``batch_size × world_size``).
@@ -248,13 +253,13 @@ class TrainConfig:
         keep_checkpoints: how many recent checkpoints to keep.
     """
 
-    steps: int = 150
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    temperature: float = 0.1
-    checkpoint_every: int = 50
-    seed: int = 0
+    steps: int = _TRAIN_DEFAULTS.steps
+    batch_size: int = _TRAIN_DEFAULTS.batch_size
+    lr: float = _TRAIN_DEFAULTS.lr
+    weight_decay: float = _TRAIN_DEFAULTS.weight_decay
+    temperature: float = _TRAIN_DEFAULTS.temperature
+    checkpoint_every: int = _TRAIN_DEFAULTS.checkpoint_every
+    seed: int = _TRAIN_DEFAULTS.seed
     amp: bool | None = None
     device: str = "auto"
     num_workers: int = 0

@@ -1,8 +1,8 @@
-"""jobs.train on a tiny demo corpus: trains through TorchDistributor, registers, is idempotent, resumes.
+"""visearch.train.train_day on a tiny demo corpus: trains through TorchDistributor, registers, is idempotent, resumes.
 
 The lake is written by hand from the demo's ground truth (silver.images rows for its images,
-gold.training_pairs of all three sources with hard negatives), so these tests exercise the train
-job alone; ingest and build_pairs have their own tests.
+gold.training_pairs of all three sources with hard negatives), so these tests exercise training
+alone; ingest and build_pairs have their own tests.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from visearch.demo.corpus import generate_demo
 from visearch.train import distributed
 from visearch.train.model import build_model
 from visearch.train.registry import ModelRegistry
+from visearch.train.train_day import run as train_day
 from visearch.train.trainer import list_checkpoints
 
 DS = "2026-01-03"  # ordinal 739619: odd, so not a training day for --retrain-every 2
@@ -149,7 +150,7 @@ def trained(spark: Any, corpus: tuple[Path, dict[str, int]]) -> tuple[Settings, 
     """One training run for DS (retrain every 2 days, DS off cadence, but no model exists yet)."""
     root, _ = corpus
     settings = tiny_settings(root, root / "artifacts")
-    result = train_job.run(settings, DS, spark=spark, retrain_every=2)
+    result = train_day(settings, DS, spark=spark, retrain_every=2)
     return settings, result
 
 
@@ -226,7 +227,7 @@ def test_train__rerun_for_the_same_day_returns_the_existing_version(
     settings, first = trained
     store = open_store(settings.artifacts)
     before = sorted(store.list("models/"))
-    again = train_job.run(settings, DS, spark=spark, retrain_every=1)
+    again = train_day(settings, DS, spark=spark, retrain_every=1)
     assert again == {"ds": DS, "trained": False, "reason": "exists", "model_version": first["model_version"]}
     assert sorted(store.list("models/")) == before
 
@@ -247,14 +248,14 @@ def test_train__a_day_with_a_version_returns_it_without_reading_or_training(
     store = open_store(settings.artifacts)
     before = sorted(store.list(""))
     # Even on a training day: the version of the day exists. No Spark session is needed to say so.
-    again = train_job.run(settings, DS, spark=None, retrain_every=1)
+    again = train_day(settings, DS, spark=None, retrain_every=1)
     assert again == {"ds": DS, "trained": False, "reason": "exists", "model_version": version}
     assert sorted(store.list("")) == before
 
 
 def test_train__off_cadence_day_is_skipped_once_a_model_exists(registered: tuple[Settings, str]) -> None:
     settings, _ = registered
-    skipped = train_job.run(settings, OTHER_ODD_DAY, spark=None, retrain_every=2)
+    skipped = train_day(settings, OTHER_ODD_DAY, spark=None, retrain_every=2)
     assert skipped["trained"] is False and skipped["reason"].startswith("cadence")
     assert skipped["model_version"] is None
     assert len(ModelRegistry(open_store(settings.artifacts)).versions()) == 1
@@ -281,9 +282,24 @@ def test_train__cli_skips_off_cadence_and_rejects_a_bad_period(
     assert bad.value.code == 2
 
 
+def test_train__parser_takes_a_positive_period_and_defaults_to_every_day() -> None:
+    assert train_job.build_parser().parse_args(["--ds", DS]).retrain_every == 1
+    assert train_job.build_parser().parse_args(["--ds", DS, "--retrain-every", "7"]).retrain_every == 7
+
+
+@pytest.mark.parametrize("value", ["0", "-7", "1.5", "weekly"])
+def test_train__parser_refuses_a_period_that_is_not_a_positive_integer(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as bad:
+        train_job.build_parser().parse_args(["--ds", DS, "--retrain-every", value])
+    assert bad.value.code == 2
+    assert f"expected a positive integer, got {value!r}" in capsys.readouterr().err
+
+
 def test_train__bad_ds_is_refused() -> None:
     with pytest.raises(ValueError, match="ds must be YYYY-MM-DD, got '2026-1-3'"):
-        train_job.run(load_settings(env={}), "2026-1-3")
+        train_day(load_settings(env={}), "2026-1-3")
 
 
 @pytest.mark.spark
@@ -294,7 +310,7 @@ def test_train__two_processes_through_torch_distributor_write_a_model(
     root, expected = corpus
     settings = tiny_settings(root, tmp_path / "artifacts", num_processes=2, steps=4, batch_size=4)
     monkeypatch.setattr(distributed, "INLINE_RECORDS_MAX", 0)  # ship the pairs as a Parquet file
-    result = train_job.run(settings, DS, spark=spark)
+    result = train_day(settings, DS, spark=spark)
 
     assert result["trained"] is True and result["world_size"] == 2 and result["steps"] == 4
     assert result["pairs"] == expected
@@ -321,13 +337,13 @@ def test_train__a_failed_save_resumes_from_the_checkpoints_without_retraining(
     with monkeypatch.context() as patch:
         patch.setattr(ModelRegistry, "save", full_disk)
         with pytest.raises(OSError, match="No space left"):
-            train_job.run(settings, DS, spark=spark)
+            train_day(settings, DS, spark=spark)
     keys = [k for k in store.list("checkpoints/") if k.endswith(".pt")]
     prefix = keys[0].rsplit("/", 1)[0]
     assert [step for step, _ in list_checkpoints(store, prefix)] == [2, 4]
     assert ModelRegistry(store).versions() == []
 
-    result = train_job.run(settings, DS, spark=spark)
+    result = train_day(settings, DS, spark=spark)
     assert result["trained"] is True and result["resumed_from"] == 4 and result["steps"] == 4
     assert store.list("checkpoints/") == []
     assert len(ModelRegistry(store).config(result["model_version"])["losses"]) == 4
