@@ -259,19 +259,3 @@ def test_train_index__on_gpu_gives_a_working_cpu_index() -> None:
     _, exact = exact_search(vectors, vectors[:100], 10)
     _, found = search(builder.finish(), vectors[:100], 10, nprobe=plan.nlist)
     assert recall_at_k(found, exact, 10) > 0.99
-
-
-@pytest.mark.spark
-def test_exact_topk_spark__matches_numpy_exact(spark: Any) -> None:
-    import pandas as pd
-
-    from visearch.index.faiss_index import exact_topk_spark
-
-    vectors = clustered(700, 8, seed=7)
-    ids = [f"i{k:03d}" for k in range(700)]
-    df = spark.createDataFrame(pd.DataFrame({"image_id": ids, "embedding": [v.tolist() for v in vectors]}),
-                               "image_id STRING, embedding ARRAY<FLOAT>").repartition(3)
-    queries = clustered(15, 8, seed=8)
-    _, got = exact_topk_spark(df, queries, 5)
-    _, rows = exact_search(vectors, queries, 5)
-    assert (got == np.array(ids, dtype=object)[rows]).all()

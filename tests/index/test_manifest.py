@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,11 +22,6 @@ from visearch.index.manifest import (
 
 IDS = [f"img-{i:04d}" for i in range(600)]
 DIM = 16
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> ObjectStore:
-    return open_store("file://" + str(tmp_path / "artifacts"))
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.support.index_builds import clustered, make_build
 from visearch import cli
-from visearch.core.storage import LocalStore, ObjectStore, open_store
+from visearch.core.storage import LocalStore, ObjectStore
 from visearch.index.faiss_index import exact_search
 from visearch.index.manifest import BuildNotFoundError, ChecksumError, current_build_id, list_build_ids, load_build
 from visearch.index.publish import (
@@ -26,11 +25,6 @@ from visearch.index.publish import (
 
 IDS = [f"img-{i:04d}" for i in range(400)]
 DIM = 8
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> ObjectStore:
-    return open_store("file://" + str(tmp_path / "artifacts"))
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from jobs import build_index, ingest_images, publish_index
+import visearch.index.build as build_index
+import visearch.index.publish as publish_index
+from jobs import ingest_images
 from tests.support.delta_log import orphan_files
 from tests.support.fault_checks import (
     DAY1,

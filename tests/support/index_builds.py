@@ -1,4 +1,5 @@
-"""Write small index builds into a store without Spark (what build_index does, in one process)."""
+"""Small index builds in a store without Spark (what :mod:`visearch.index.build` writes, in one process),
+and the artifact-store fixture the index tests share (registered by ``tests/index/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
+import pytest
 
-from visearch.core.storage import ObjectStore
+from visearch.core.storage import ObjectStore, open_store
 from visearch.index.faiss_index import ShardBuilder, choose_index, serialize, train_index
 from visearch.index.manifest import (
     TOMBSTONES_FILE,
@@ -24,6 +26,12 @@ from visearch.index.manifest import (
     write_tombstones,
 )
 from visearch.index.shards import assign_ids, shards_of
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ObjectStore:
+    """An empty ``file://`` artifacts store in the test's temporary folder."""
+    return open_store("file://" + str(tmp_path / "artifacts"))
 
 
 def clustered(n: int, dim: int, seed: int, clusters: int = 20, spread: float = 0.5) -> np.ndarray:

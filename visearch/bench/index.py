@@ -160,7 +160,7 @@ def run_ours(vectors: np.ndarray, tune_q: np.ndarray, tune_exact: np.ndarray, bu
     rng = np.random.default_rng(args.seed + 1)
     sample = vectors[np.sort(rng.choice(vectors.shape[0], plan.train_size, replace=False))] \
         if plan.train_size else vectors[:0]
-    if args.rotation == "auto" and plan.m and wants_rotation(sample):  # as jobs/build_index.py decides
+    if args.rotation == "auto" and plan.m and wants_rotation(sample):  # as visearch.index.build decides
         plan = choose_index(vectors.shape[0], vectors.shape[1], budget, rotate=True)
     t0 = time.perf_counter()
     trained = train_index(plan, sample)

@@ -57,8 +57,8 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("evaluate", "jobs.evaluate"),
     ("promote", "jobs.promote"),
     ("embed", "jobs.embed"),
-    ("build_index", "jobs.build_index"),
-    ("publish_index", "jobs.publish_index"),
+    ("build_index", "visearch.index.build"),
+    ("publish_index", "visearch.index.publish"),
 )
 
 OK = "ok"

@@ -24,17 +24,12 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import faiss
 import numpy as np
 
 from visearch.index.shards import batch_ranges
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
-
-    from visearch.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +48,7 @@ TRAIN_SOFT_CAP = 262_144
 PQ_TRAIN_PER_CODE = 39
 """Faiss's k-means asks for 39 points per centroid; a PQ sub-quantizer has 2**nbits centroids."""
 HNSW_M = 32
+"""Neighbours a node of an HNSW coarse quantizer keeps (``IVF{nlist}_HNSW32``)."""
 MIN_EFFECTIVE_DIM_SHARE = 0.25
 """Below this effective dimension (participation ratio of the covariance spectrum) per dimension,
 PQ codes get an OPQ rotation at any size. Isotropic or clustered-isotropic data is near 1 and
@@ -60,6 +56,7 @@ gains nothing from OPQ (measured: recall@10 0.684 without, 0.677 with, 6x the tr
 random-weight CNN features of CIFAR-10 are at 0.04 and gain 0.15 -> 0.36; the benchmark's clustered
 synthetic vectors are at 0.87 (0.42 with 100 clusters)."""
 ID_BYTES = 8
+"""Faiss ids in the inverted lists (and the ``IDMap`` of a flat index) are int64."""
 ROTATION_MODES = ("auto", "always", "never")
 ADD_BATCH = 65_536
 
@@ -123,10 +120,15 @@ def _train_size(n: int, nlist: int, pq_centroids: int) -> int:
     return min(n, size)
 
 
-def _quantizer_bytes(nlist: int, dim: int, hnsw: bool) -> int:
+def quantizer_bytes(nlist: int, dim: int, hnsw: bool) -> int:
+    """Coarse quantizer memory: ``nlist`` float32 centroids of ``dim``, plus the HNSW graph when present.
+
+    HNSW keeps 2·``HNSW_M`` int32 neighbours a node on level 0 (and ~1/M of that on the levels
+    above: the factor 1.1), rounded down to whole bytes. :func:`choose_index` budgets with it and
+    :mod:`visearch.plan.capacity` sizes shards with it.
+    """
     centroids = nlist * dim * 4
-    # HNSW32 keeps 2*M int32 neighbours per node on level 0 (+ ~1/M of that above).
-    graph = int(nlist * 2 * HNSW_M * 4 * 1.1) if hnsw else 0
+    graph = nlist * 2 * HNSW_M * 4 * 11 // 10 if hnsw else 0  # integer arithmetic: one exact rounding
     return centroids + graph
 
 
@@ -190,7 +192,7 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int, *, rotate: bool = F
     large = n >= LARGE_N
     nlist = choose_nlist(n, hnsw_quantizer=large)
     ivf = f"IVF{nlist}_HNSW{HNSW_M}" if large else f"IVF{nlist}"
-    qbytes = _quantizer_bytes(nlist, dim, large)
+    qbytes = quantizer_bytes(nlist, dim, large)
     nprobe = min(nlist, 16)
     ivf_flat = n * (4 * dim + ID_BYTES) + qbytes
     if ivf_flat <= memory_budget_bytes:
@@ -209,7 +211,7 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int, *, rotate: bool = F
         dim2 = m * math.ceil(dim / m)
         opq = large or rotate or dim2 != dim
         codebooks = (1 << nbits) * dim2 * 4
-        fixed = _quantizer_bytes(nlist, dim2, large) + codebooks + (dim * dim2 * 4 if opq else 0)
+        fixed = quantizer_bytes(nlist, dim2, large) + codebooks + (dim * dim2 * 4 if opq else 0)
         return n * (math.ceil(m * nbits / 8) + ID_BYTES) + fixed, dim2, opq
 
     # Divisors of dim need no rotation. Where OPQ is trained anyway (from LARGE_N on, or anisotropic
@@ -680,108 +682,3 @@ def tune_nprobe(
 def index_bytes(index: faiss.Index) -> int:
     """Serialized size of an index (what it costs on disk and, roughly, in memory)."""
     return int(faiss.serialize_index(index).size)
-
-
-# --- Spark side (pyspark imported lazily: the functions above stay usable without it) ---------
-
-
-def eligible_embeddings(spark: SparkSession, settings: Settings, model_version: str) -> DataFrame:
-    """The vectors an index of ``model_version`` must hold: (image_id, embedding, vhash).
-
-    Only images whose ``silver.images`` status is ``ok`` and that are not private; ``vhash`` is
-    Spark's xxhash64 of the vector, so a changed vector is told from an unchanged one cheaply.
-    """
-    from pyspark.sql import functions as F
-
-    from visearch.core import tables
-
-    emb = (
-        tables.read(spark, settings, tables.GOLD_EMBEDDINGS)
-        .filter(F.col("model_version") == model_version)
-        .select("image_id", "embedding")
-    )
-    ok = (
-        tables.read(spark, settings, tables.SILVER_IMAGES)
-        .filter((F.col("status") == "ok") & ~F.coalesce(F.col("is_private"), F.lit(False)))
-        .select("image_id")
-    )
-    return emb.join(ok, "image_id", "left_semi").withColumn("vhash", F.xxhash64("embedding"))
-
-
-def sample_rows(df: DataFrame, n: int, seed: str) -> DataFrame:
-    """A deterministic sample of ``n`` rows: the smallest xxhash64(image_id, seed) (top-k, no shuffle)."""
-    from pyspark.sql import functions as F
-
-    return df.orderBy(F.xxhash64(F.col("image_id"), F.lit(seed)), F.col("image_id")).limit(n)
-
-
-def collect_vectors(df: DataFrame, dim: int) -> tuple[list[str], np.ndarray]:
-    """Collect (image_id, embedding) rows to the driver: ids and an (n, dim) float32 matrix.
-
-    Raises:
-        ValueError: when a vector's length is not ``dim``.
-    """
-    table = df.select("image_id", "embedding").toArrow()
-    ids = [str(i) for i in table.column("image_id").to_pylist()]
-    flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    if flat.size != len(ids) * dim:
-        raise ValueError(f"expected {len(ids)} vectors of dim {dim}, got {flat.size} values")
-    return ids, np.ascontiguousarray(flat.reshape(len(ids), dim), dtype=np.float32)  # (n*dim,) -> (n, dim)
-
-
-def exact_topk_spark(df: DataFrame, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-k of ``queries`` (nq, d) over every (image_id, embedding) row of ``df``.
-
-    Each Spark task keeps a running top-k per query over its partition; a window keeps the
-    global top-k. Returns (nq, k) similarities and image ids (``""`` where fewer than k rows).
-    Ties are broken by image_id, as the index merge breaks them by id.
-
-    Raises:
-        ValueError: for ``k`` < 1 or queries that are not a 2-D matrix.
-    """
-    import pyarrow as pa
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    queries = _as_matrix(queries, name="queries")
-    nq, dim = queries.shape
-    spark = df.sparkSession
-    bq = spark.sparkContext.broadcast(queries)
-
-    def topk(batches: Any) -> Any:
-        q = bq.value
-        best_s = np.full((nq, 0), -np.inf, np.float32)
-        best_i = np.full((nq, 0), "", dtype=object)
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            ids = np.array(batch.column("image_id").to_pylist(), dtype=object)
-            flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
-            vec = np.asarray(flat, dtype=np.float32).reshape(batch.num_rows, dim)  # (n*d,) -> (n, d)
-            sims = q @ vec.T  # (nq, d) @ (d, n) -> (nq, n)
-            cand_s = np.concatenate([best_s, sims], axis=1)
-            cand_i = np.concatenate([best_i, np.broadcast_to(ids, sims.shape)], axis=1)
-            keep = min(k, cand_s.shape[1])
-            part = np.argpartition(-cand_s, keep - 1, axis=1)[:, :keep] if cand_s.shape[1] > keep \
-                else np.broadcast_to(np.arange(cand_s.shape[1]), (nq, cand_s.shape[1]))
-            best_s = np.take_along_axis(cand_s, part, axis=1)
-            best_i = np.take_along_axis(cand_i, part, axis=1)
-        rows_q = np.repeat(np.arange(nq), best_s.shape[1])
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(rows_q, pa.int32()), pa.array(best_s.ravel(), pa.float32()),
-             pa.array(best_i.ravel().tolist(), pa.string())],
-            names=["q", "score", "image_id"],
-        )
-
-    partial = df.select("image_id", "embedding").mapInArrow(topk, "q INT, score FLOAT, image_id STRING")
-    rank = Window.partitionBy("q").orderBy(F.col("score").desc(), F.col("image_id"))
-    top = partial.withColumn("rank", F.row_number().over(rank)).filter(F.col("rank") <= k)
-    scores = np.full((nq, k), -np.inf, np.float32)
-    image_ids = np.full((nq, k), "", dtype=object)
-    for row in top.collect():
-        scores[row["q"], row["rank"] - 1] = row["score"]
-        image_ids[row["q"], row["rank"] - 1] = row["image_id"]
-    bq.unpersist()
-    return scores, image_ids

@@ -24,7 +24,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faiss
 import numpy as np
@@ -36,9 +36,6 @@ from visearch.core.storage import ObjectStore, sha256_bytes, sha256_file
 from visearch.index.faiss_index import IdExcluder, IvfInfo, ivf_info
 from visearch.index.faiss_index import search as index_search
 from visearch.index.shards import merge_topk
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -564,26 +561,3 @@ def verify_build(store: ObjectStore, manifest: IndexManifest) -> None:
         local = store.local_path(key)
         actual = sha256_file(local) if local is not None else sha256_bytes(store.get_bytes(key))
         _check(key, sha, actual)
-
-
-def live_rows_spark(spark: SparkSession, store: ObjectStore, manifest: IndexManifest) -> DataFrame:
-    """The build's live rows as a DataFrame: (shard_key, id, image_id, vhash), tombstones removed.
-
-    Read straight from the shards' id maps in the store (``s3a://`` or ``file:``).
-    """
-    from pyspark.sql import functions as F
-
-    from visearch.core.spark import to_spark_path
-
-    paths = [to_spark_path(store.uri(s.ids_key)) for s in manifest.shards]
-    if not paths:
-        return spark.createDataFrame([], "shard_key STRING, id LONG, image_id STRING, vhash LONG")
-    pattern = r"(indexes/[^/]+/[^/]+/shard-[0-9]+)\.ids\.parquet$"
-    rows = spark.read.parquet(*paths).withColumn(
-        "shard_key", F.concat(F.regexp_extract(F.col("_metadata.file_path"), pattern, 1), F.lit(".faiss"))
-    )
-    tomb = read_tombstones(store, manifest)
-    if tomb.num_rows:
-        dead = spark.createDataFrame(tomb.select(["shard_key", "id"]).to_pandas())
-        rows = rows.join(dead, ["shard_key", "id"], "left_anti")
-    return rows.select("shard_key", "id", "image_id", "vhash")

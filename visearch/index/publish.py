@@ -6,6 +6,15 @@ the order in which builds went live. A crash before ``CURRENT`` is written leave
 live; HISTORY may then name a build that never went live, which is harmless: readers follow
 ``CURRENT`` only, and rollback starts from what ``CURRENT`` names.
 
+:func:`run` is the nightly publish (``python -m jobs.publish_index --ds 2026-01-01``): it validates
+a build against the lake and only then makes it live. Validation: every object present with its
+sha256; the build's live vectors are exactly the eligible embeddings (gold.embeddings of the
+build's model version joined with silver.images, status ok and not private), counted both ways;
+recall@10 of the build's default search against exact search on a fresh sample of queries
+reaches ``index.min_publish_recall``. Any failure raises and leaves ``CURRENT`` as it was. After
+publishing, builds beyond ``index.keep_builds`` are pruned (never the live one nor any object a
+kept build references).
+
 Command line: ``visearch index list`` and ``visearch index rollback [--to BUILD_ID]``.
 """
 
@@ -16,13 +25,17 @@ import datetime as dt
 import json
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from visearch.core import faults
-from visearch.core.storage import ObjectStore
+from visearch.core.config import Settings, load_settings
+from visearch.core.spark import get_spark
+from visearch.core.storage import ObjectStore, open_store
+from visearch.core.timing import StageTimer
 from visearch.index.faiss_index import recall_at_k
+from visearch.index.lake import collect_vectors, eligible_embeddings, exact_topk_spark, live_rows_spark, sample_rows
 from visearch.index.manifest import (
     CURRENT_FILE,
     HISTORY_FILE,
@@ -36,7 +49,13 @@ from visearch.index.manifest import (
     verify_build,
 )
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 log = logging.getLogger(__name__)
+
+VALIDATION_QUERIES = 200
+K = 10
 
 
 class ValidationError(ValueError):
@@ -225,6 +244,70 @@ def prune_builds(store: ObjectStore, name: str, keep: int) -> list[str]:
     return dropped
 
 
+def run(
+    settings: Settings,
+    ds: str,
+    *,
+    spark: SparkSession | None = None,
+    timer: StageTimer | None = None,
+    build_id: str | None = None,
+) -> dict[str, Any]:
+    """Validate ``build_id`` (default: the newest build created for ``ds``) against the lake, make it
+    live and prune old builds; return the build id, counts, recall and the ``CURRENT`` URI.
+
+    Raises:
+        BuildNotFoundError: when there is no build for ``ds`` (or the named one does not exist).
+        ValidationError: when validation fails (``CURRENT`` unchanged).
+        visearch.index.manifest.ChecksumError: when an object of the build is damaged.
+    """
+    timer = timer or StageTimer("publish_index")
+    store = open_store(settings.artifacts, settings.s3)
+    name = settings.index.name
+    if build_id is None:
+        build_id = newest_build_for(store, name, ds)
+        if build_id is None:
+            raise BuildNotFoundError(f"no build of index {name!r} was created for {ds}: "
+                                     "run build_index first")
+    manifest = read_manifest(store, name, build_id)
+    live = current_build_id(store, name)
+    current_uri = store.uri(f"{index_prefix(name)}/{CURRENT_FILE}")
+    if live == build_id:
+        log.info("%s is already live; nothing to publish", build_id)
+        return {"build_id": build_id, "published": False, "already_live": True, "current_uri": current_uri}
+    spark = spark or get_spark(settings, "publish_index")
+
+    with timer.stage("expected"):
+        eligible = eligible_embeddings(spark, settings, manifest.model_version)
+        eligible = eligible.select("image_id", "embedding")
+        expected = eligible.count()
+        held = live_rows_spark(spark, store, manifest)
+        held_ids = held.select("image_id")
+        missing = eligible.join(held_ids, "image_id", "left_anti").count()
+        unexpected = held_ids.join(eligible, "image_id", "left_anti").count()
+
+    with timer.stage("exact"):
+        _, queries = collect_vectors(sample_rows(eligible, VALIDATION_QUERIES, f"publish-{ds}"), manifest.dim)
+        _, exact = exact_topk_spark(eligible, queries, K)
+
+    with timer.stage("validate"):
+        report = validate_build(store, name, build_id, expected_count=expected, queries=queries,
+                                exact_image_ids=exact, min_recall=settings.index.min_publish_recall, k=K,
+                                missing=missing, unexpected=unexpected)
+
+    with timer.stage("publish"):
+        publish_build(store, name, build_id, ds=ds, report=report)
+        pruned = prune_builds(store, name, settings.index.keep_builds)
+    return {
+        "build_id": build_id,
+        "published": True,
+        "previous": live,
+        "vectors": report.vector_count,
+        "recall": report.recall,
+        "pruned": pruned,
+        "current_uri": current_uri,
+    }
+
+
 @dataclass(frozen=True)
 class BuildSummary:
     """One line of ``visearch index list``."""
@@ -255,9 +338,6 @@ def list_builds(store: ObjectStore, name: str) -> list[BuildSummary]:
 
 
 def _store_and_name(args: argparse.Namespace) -> tuple[ObjectStore, str]:
-    from visearch.core.config import load_settings
-    from visearch.core.storage import open_store
-
     settings = load_settings(getattr(args, "config", None))
     return open_store(settings.artifacts, settings.s3), args.name or settings.index.name
 

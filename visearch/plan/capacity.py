@@ -29,7 +29,7 @@ is the explicit contract, the other keys are looked up in the result rows):
 
 Model of the work (each assumption is printed with the plan):
 
-- Index: one quantizer trained once, shared by every shard (``jobs/build_index.py``); the layout
+- Index: one quantizer trained once, shared by every shard (:mod:`visearch.index.build`); the layout
   comes from :func:`visearch.index.faiss_index.choose_index` for the vectors of one shard and a memory budget of
   ``--bytes-per-vector`` code bytes a vector (e.g. ``OPQ64,IVF262144_HNSW32,PQ64`` at 5e8 a shard).
 - Shard memory = codes + 8-byte ids + per-list overhead (two ``std::vector`` headers and their
@@ -58,13 +58,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visearch.index.faiss_index import ID_BYTES, choose_index, choose_nlist, quantizer_bytes
+
 log = logging.getLogger(__name__)
 
-ID_BYTES = 8
-"""Faiss ids in the inverted lists are int64."""
 LIST_OVERHEAD_BYTES = 80
 """Per inverted list: two ``std::vector`` headers (2 × 24 B) and two heap allocations (~2 × 16 B)."""
-HNSW_M = 32
 HOURS_PER_MONTH = 730.0
 DAYS_PER_MONTH = 30.0
 GB = 1e9
@@ -305,16 +304,6 @@ class Plan:
     notes: tuple[str, ...] = ()
 
 
-def _quantizer_bytes(nlist: int, dim: int, hnsw: bool) -> int:
-    """Coarse quantizer memory: float32 centroids, plus the HNSW32 graph when present.
-
-    HNSW keeps 2·M int32 neighbours a node on level 0 (and ~1/M of that on the levels above).
-    """
-    centroids = nlist * dim * 4
-    graph = math.ceil(nlist * 2 * HNSW_M * 4 * 1.1) if hnsw else 0
-    return centroids + graph
-
-
 def _codec_bytes(dim: int, pq_m: int, nbits: int, opq: bool) -> int:
     """PQ codebooks (2^nbits centroids of dim/m floats, m times) and the OPQ rotation matrix."""
     codebooks = (1 << nbits) * dim * 4 if pq_m else 0
@@ -354,13 +343,11 @@ def shard_layout(n: int, dim: int, bytes_per_vector: int) -> ShardLayout:
     Raises:
         ValueError: for non-positive arguments.
     """
-    from visearch.index.faiss_index import choose_index, choose_nlist
-
     if n < 1 or dim < 1 or bytes_per_vector < 1:
         raise ValueError(f"need n, dim, bytes_per_vector >= 1, got {n}, {dim}, {bytes_per_vector}")
     large = n >= 1_000_000
     nlist_guess = choose_nlist(n, hnsw_quantizer=large)
-    fixed = _quantizer_bytes(nlist_guess, dim, large) + _codec_bytes(dim, 1, 8, large)
+    fixed = quantizer_bytes(nlist_guess, dim, large) + _codec_bytes(dim, 1, 8, large)
     budget = n * (bytes_per_vector + ID_BYTES) + fixed
     choice = choose_index(n, dim, budget)
     hnsw = "_HNSW" in choice.factory
@@ -370,7 +357,7 @@ def shard_layout(n: int, dim: int, bytes_per_vector: int) -> ShardLayout:
         code = dim
     else:
         code = math.ceil(choice.m * choice.nbits / 8)
-    quantizer = _quantizer_bytes(choice.nlist, dim, hnsw) + _codec_bytes(
+    quantizer = quantizer_bytes(choice.nlist, dim, hnsw) + _codec_bytes(
         dim, choice.m, choice.nbits, choice.factory.startswith("OPQ"))
     if choice.kind == "ivf_sq8":
         quantizer += 2 * dim * 4  # per-dimension min and range

@@ -1,4 +1,5 @@
-"""The index build and publish jobs on a real Spark session, Delta tables and a file:// store."""
+"""The index build and publish (:func:`visearch.index.build.run`, :func:`visearch.index.publish.run`)
+on a real Spark session, Delta tables and a file:// store."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import build_index, publish_index
+import visearch.index.build as build_index
+import visearch.index.publish as publish_index
+from tests.support.index_builds import clustered
 from visearch.core import tables
 from visearch.core.config import Settings
 from visearch.core.storage import LocalStore, open_store
@@ -21,14 +24,6 @@ pytestmark = pytest.mark.spark
 
 MV = "m1"
 DIM = 16
-
-
-def clustered(n: int, dim: int, seed: int, clusters: int = 20) -> np.ndarray:
-    """(n, dim) L2-normalised vectors around random centres."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    x = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def write_images(spark: Any, settings: Settings, ids: list[str], *, status: dict[str, str] | None = None,
@@ -266,6 +261,22 @@ def test_new_model_version__full_build(spark: Any, settings: Settings, corpus: d
         build_index.run(settings, "2026-01-03", spark=spark, mode="incremental")
 
 
-def test_no_champion__clear_error(spark: Any, settings: Settings) -> None:
-    with pytest.raises(ValueError, match="CHAMPION"):
-        build_index.run(settings, "2026-01-02", spark=spark)
+@pytest.mark.parametrize("model_version", [None, "CHAMPION"])
+def test_no_champion__clear_error(spark: Any, settings: Settings, model_version: str | None) -> None:
+    with pytest.raises(LookupError, match="CHAMPION"):
+        build_index.run(settings, "2026-01-02", spark=spark, model_version=model_version)
+
+
+def test_unknown_model_version__clear_error(spark: Any, settings: Settings) -> None:
+    with pytest.raises(ValueError, match="'m9' does not exist"):
+        build_index.run(settings, "2026-01-02", spark=spark, model_version="m9")
+
+
+def test_job_parser__model_version_champion_and_mode() -> None:
+    from jobs.build_index import build_parser
+
+    args = build_parser().parse_args(["--ds", "2026-01-01", "--model-version", "CHAMPION", "--mode", "full"])
+    assert (args.ds, args.model_version, args.mode) == ("2026-01-01", "CHAMPION", "full")
+    assert build_parser().parse_args(["--ds", "2026-01-01"]).model_version is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--ds", "2026-01-01", "--model", "m1"])  # no abbreviations
