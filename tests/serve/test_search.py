@@ -445,7 +445,8 @@ def _all_queries(truth: dict[str, Any]) -> list[tuple[str, bytes, tuple[int, int
 def test_pipeline__private_and_deleted_images_never_returned_after_the_nightly_run(
     spark: Any, settings: Settings
 ) -> None:
-    from jobs import build_index, embed, ingest_images, publish_index
+    from jobs import build_index, ingest_images, publish_index
+    from visearch.embed import embed_day
 
     generate_demo(settings.landing, images=IMAGES, days=2, size=PX, seed=0, bad_share=0.0, progress=False)
     landing = open_store(settings.landing)
@@ -462,7 +463,7 @@ def test_pipeline__private_and_deleted_images_never_returned_after_the_nightly_r
 
     def nightly(ds: str) -> dict[str, Any]:
         ingest_images.run(settings, ds, spark=spark)
-        embed.run(settings, ds, spark=spark, model_version=version)
+        embed_day.run(settings, ds, spark=spark, model_version=version)
         built = build_index.run(settings, ds, spark=spark)
         publish_index.run(settings, ds, spark=spark)
         return built
