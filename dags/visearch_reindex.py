@@ -18,12 +18,13 @@ with DAG(
     user_defined_macros={"visearch_jars": spark_jars},
     params={
         "model_version": Param("CHAMPION", type="string",
-                               description="model version to index with (CHAMPION = the promoted one)"),
+                               description="model version to index with (CHAMPION: the promoted one)"),
     },
     tags=["visearch"],
 ) as dag:
-    embed = spark_job("embed", "embed", ["--model", "{{ params.model_version }}", "--full"], gpu=True)
+    # The option's full name: job parsers take no abbreviation. Each job resolves CHAMPION itself.
+    embed = spark_job("embed", "embed", ["--model-version", "{{ params.model_version }}", "--full"], gpu=True)
     build_index = spark_job("build_index", "build_index",
-                            ["--model", "{{ params.model_version }}", "--mode", "full"])
+                            ["--model-version", "{{ params.model_version }}", "--mode", "full"])
     publish_index = spark_job("publish_index", "publish_index")
     embed >> build_index >> publish_index

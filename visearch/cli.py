@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "land": ("visearch.ingest.landing", "turn a folder of images into a day's landing manifest"),
     "demo-run": ("visearch.demo.run", "generate demo data and run the nightly DAG through Airflow"),
     "bench": ("visearch.bench", "benchmarks: ingest, train, embed, index, search, quality, all"),
-    "evaluate": ("visearch.evaluate.evaluation", "evaluate a model on your own judged image folder"),
+    "evaluate": ("visearch.evaluate.cli", "evaluate a model on your own judged image folder"),
     "report": ("visearch.evaluate.report", "write the HTML report (metrics, loss curve, CTR, sample queries)"),
     "search": ("visearch.serve.cli", "search the published index with an image (optionally a crop)"),
     "serve": ("visearch.serve.server", "serve the published index over HTTP"),

@@ -17,11 +17,12 @@ overrides = dict(a.split("=", 1) for a in sys.argv[2:])
 os.environ.update({"VISEARCH_LANDING": str(root / "landing"), "VISEARCH_LAKE": str(root / "lake"),
                    "VISEARCH_ARTIFACTS": str(root / "artifacts"), **overrides})
 
-from jobs import build_pairs, evaluate, ingest_images, ingest_interactions, promote  # noqa: E402
+from jobs import build_pairs, ingest_images, ingest_interactions  # noqa: E402
 from visearch.core.config import load_settings  # noqa: E402
 from visearch.core.jobrun import setup_logging  # noqa: E402
 from visearch.core.spark import get_spark  # noqa: E402
 from visearch.demo.corpus import generate_demo  # noqa: E402
+from visearch.evaluate import evaluate_day, promote_day  # noqa: E402
 from visearch.train import train_day  # noqa: E402
 
 setup_logging()
@@ -42,9 +43,9 @@ for ds in days[-1:]:
     result = train_day.run(settings, ds, spark=spark)
     out["train"] = {k: result.get(k) for k in ("model_version", "steps", "final_loss", "images_per_sec", "pairs")}
     out["train_seconds"] = round(time.perf_counter() - started, 1)
-    ev = evaluate.run(settings, ds, spark=spark)
+    ev = evaluate_day.run(settings, ds, spark=spark)
     out["evaluate"] = {k: ev.get(k) for k in ("model_version", "queries", "judgments", "corpus", "ndcg@10",
                                               "beats_baselines")}
-    out["promote"] = {k: v for k, v in promote.run(settings, ds, spark=spark).items()
+    out["promote"] = {k: v for k, v in promote_day.run(settings, ds, spark=spark).items()
                       if k in ("promoted", "reason")}
 print("ACCEPTANCE " + json.dumps(out, sort_keys=True, default=str), flush=True)

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import jinja2
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+SAMPLE_DS = "2026-01-02"
+# Each DAG with its default params, and with these overrides (a run triggered with a conf).
+SAMPLE_PARAMS: dict[str, list[dict[str, object]]] = {
+    "visearch_nightly": [{}, {"retrain_every_days": 3}],
+    "visearch_reindex": [{}, {"model_version": "v-2026-01-02-1a2b3c4d"}],
+}
+# Jobs whose parsers this test must reach (those with build_parser() so far; the others are skipped).
+MUST_PARSE = {"evaluate", "promote", "embed"}
 
 PARSE_PROBE = r"""
 import importlib.util, json, sys
@@ -35,6 +45,8 @@ print(json.dumps({
     "schedule": str(dag.schedule if hasattr(dag, "schedule") else None),
     "retries": {t.task_id: t.retries for t in dag.tasks},
     "args": {t.task_id: list(getattr(t, "application_args", []) or []) for t in dag.tasks},
+    "jobs": {t.task_id: getattr(t, "application", "").rsplit("/", 1)[-1].removesuffix(".py") for t in dag.tasks},
+    "params": {k: dag.params[k] for k in dag.params.keys()},
     "pools": {t.task_id: t.pool for t in dag.tasks},
 }))
 """
@@ -86,3 +98,34 @@ def test_reindex__manual_and_full(tmp_path: Path) -> None:
     assert {tuple(e) for e in info["edges"]} == {("embed", "build_index"),  # type: ignore[union-attr]
                                                  ("build_index", "publish_index")}
     assert "--full" in info["args"]["embed"]  # type: ignore[index]
+    for task in ("embed", "build_index"):  # the option in full: `--model` was once taken for another
+        assert info["args"][task][2:4] == ["--model-version", "{{ params.model_version }}"]  # type: ignore[index]
+
+
+def render(template: str, ds: str, params: dict[str, object]) -> str:
+    """An application argument as Airflow renders it (``{{ ds }}``, ``{{ params.x }}``); unknown names fail."""
+    return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(ds=ds, params=params)
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=[p.stem for p in DAG_FILES])
+def test_dag__every_tasks_rendered_arguments_parse_with_its_jobs_parser(dag_file: Path, tmp_path: Path) -> None:
+    """What the DAG passes is what the job takes: no abbreviation, no unknown option, values through."""
+    info = _parse(dag_file, tmp_path)
+    jobs: dict[str, str] = info["jobs"]  # type: ignore[assignment]
+    templates: dict[str, list[str]] = info["args"]  # type: ignore[assignment]
+    parsed: set[str] = set()
+    for overrides in SAMPLE_PARAMS[dag_file.stem]:
+        params = {**info["params"], **overrides}  # type: ignore[dict-item]
+        for task, job in sorted(jobs.items()):
+            module = importlib.import_module(f"jobs.{job}")
+            if not hasattr(module, "build_parser"):  # a job not thinned yet: no parser to test against
+                continue
+            argv = [render(a, SAMPLE_DS, params) for a in templates[task]]
+            args = module.build_parser().parse_args(argv)
+            assert args.ds == SAMPLE_DS, task
+            if "--model-version" in argv:
+                assert args.model_version == params["model_version"], task
+            if job == "embed" and dag_file.stem == "visearch_reindex":
+                assert args.full is True
+            parsed.add(job)
+    assert parsed >= MUST_PARSE & set(jobs.values())

@@ -1,4 +1,5 @@
-"""Promotion rules: challenger vs champion within tolerance; the first model must beat both baselines."""
+"""Promotion rules: challenger vs champion within tolerance; the first model must beat both baselines;
+the reference champion of a challenger."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import math
 
 import pytest
 
-from visearch.evaluate.promotion import PROMOTION_METRIC, PromotionDecision, decide_promotion
+from visearch.core.config import Settings
+from visearch.core.storage import open_store
+from visearch.evaluate.promotion import PROMOTION_METRIC, PromotionDecision, decide_promotion, reference_champion
+from visearch.train.registry import ModelRegistry
 
 BASELINES = {"random_weights": {"ndcg@10": 0.25}, "color_histogram": {"ndcg@10": 0.40}}
 
@@ -95,3 +99,17 @@ def test_decision__is_frozen_and_json_able() -> None:
     assert data["promote"] is True
     assert data["metric"] == PROMOTION_METRIC
     assert data["baseline_ndcg10"]["random_weights"] == 0.25
+
+
+def test_reference_champion__prefers_the_recorded_decision(settings: Settings) -> None:
+    registry = ModelRegistry(open_store(settings.artifacts))
+    first, second = "v-2026-01-01-aaaaaaaa", "v-2026-01-02-bbbbbbbb"
+    for version in (first, second):  # pointer logic only: a config.json makes a version complete
+        registry.store.put_text(f"models/{version}/config.json", "{}")
+    assert reference_champion(registry, second) is None  # no champion yet
+    registry.set_champion(first)
+    assert reference_champion(registry, second) == first
+    assert reference_champion(registry, first) is None  # a champion is not its own reference
+    registry.store.put_text(f"models/{second}/promotion.json", json.dumps({"champion_version": first}))
+    registry.set_champion(second)
+    assert reference_champion(registry, second) == first  # the decision's incumbent, not the pointer

@@ -21,12 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs import evaluate as evaluate_job
 from visearch import cli
 from visearch.core import tables as T
 from visearch.core.config import ModelSettings, Settings, load_settings
 from visearch.core.storage import open_store, read_uri
 from visearch.demo.corpus import generate_demo
+from visearch.evaluate import evaluate_day
 from visearch.evaluate.baselines import ColorHistogramEmbedder
 from visearch.evaluate.report import write_report
 from visearch.train.model import build_model
@@ -101,7 +101,7 @@ def lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings
     registry = ModelRegistry(open_store(settings.artifacts))
     version = registry.save(model, config={"ds": DS, "losses": LOSSES})
     registry.set_champion(version)
-    evaluate_job.run(settings, DS, spark=spark)
+    evaluate_day.run(settings, DS, spark=spark)
     online = [(day, metric, position, value)
               for day, shift in (("2026-01-01", 0.0), ("2026-01-02", 10.0))
               for metric, position, value in (("impressions", 1, 100.0 + shift), ("clicks", 1, 30.0),

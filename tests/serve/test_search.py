@@ -447,7 +447,8 @@ def test_pipeline__private_and_deleted_images_never_returned_after_the_nightly_r
 ) -> None:
     import visearch.index.build as build_index
     import visearch.index.publish as publish_index
-    from jobs import embed, ingest_images
+    from jobs import ingest_images
+    from visearch.embed import embed_day
 
     generate_demo(settings.landing, images=IMAGES, days=2, size=PX, seed=0, bad_share=0.0, progress=False)
     landing = open_store(settings.landing)
@@ -464,7 +465,7 @@ def test_pipeline__private_and_deleted_images_never_returned_after_the_nightly_r
 
     def nightly(ds: str) -> dict[str, Any]:
         ingest_images.run(settings, ds, spark=spark)
-        embed.run(settings, ds, spark=spark, model_version=version)
+        embed_day.run(settings, ds, spark=spark, model_version=version)
         built = build_index.run(settings, ds, spark=spark)
         publish_index.run(settings, ds, spark=spark)
         return built

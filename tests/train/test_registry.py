@@ -17,7 +17,13 @@ from PIL import Image
 from visearch.core.storage import ObjectStore, open_store
 from visearch.train.model import EmbeddingModel
 from visearch.train.preprocess import Preprocessing, preprocess
-from visearch.train.registry import CHAMPION_KEY, ModelRegistry
+from visearch.train.registry import (
+    CHAMPION,
+    CHAMPION_KEY,
+    ModelRegistry,
+    NoChampionError,
+    UnknownVersionError,
+)
 
 torch.set_num_threads(1)
 
@@ -155,6 +161,64 @@ def test_champion__points_at_complete_versions_only(model: EmbeddingModel, store
     assert registry.champion() == version and store.get_text(CHAMPION_KEY).strip() == version
     with pytest.raises(FileNotFoundError, match="v-2026-11-23-deadbeef"):
         registry.load("v-2026-11-23-deadbeef")
+
+
+def complete(store: ObjectStore, *versions: str) -> None:
+    """Versions the registry lists as complete (pointer and record logic only: no weights needed)."""
+    for version in versions:
+        store.put_text(f"models/{version}/config.json", json.dumps({"ds": version[2:12]}))
+
+
+def test_resolve__none_and_champion_mean_the_promoted_version(store: ObjectStore) -> None:
+    registry = ModelRegistry(store)
+    complete(store, "v-2026-01-01-aaaaaaaa", "v-2026-01-02-bbbbbbbb")
+    for name in (None, CHAMPION):
+        with pytest.raises(NoChampionError, match=r"no champion: .*models/CHAMPION is not set"):
+            registry.resolve(name)
+    registry.set_champion("v-2026-01-01-aaaaaaaa")
+    assert registry.resolve(None) == registry.resolve(CHAMPION) == "v-2026-01-01-aaaaaaaa"
+    assert registry.resolve("v-2026-01-02-bbbbbbbb") == "v-2026-01-02-bbbbbbbb"  # a named version as it is
+
+
+def test_resolve__missing_or_invalid_version_raises(store: ObjectStore) -> None:
+    registry = ModelRegistry(store)
+    store.put_bytes("models/v-2026-01-01-deadbeef/model.pt", b"half-written")  # incomplete: no config.json
+    for missing in ("v-2026-01-01-deadbeef", "no-such-version"):
+        with pytest.raises(UnknownVersionError, match=missing):
+            registry.resolve(missing)
+    with pytest.raises(ValueError, match="invalid model version"):
+        registry.resolve("../escape")
+
+
+def test_resolve__errors_are_also_the_errors_callers_caught_before() -> None:
+    # No champion: a LookupError, and the ValueError the jobs raised; unknown: FileNotFoundError too.
+    assert issubclass(NoChampionError, LookupError) and issubclass(NoChampionError, ValueError)
+    assert issubclass(UnknownVersionError, FileNotFoundError) and issubclass(UnknownVersionError, ValueError)
+
+
+def test_newest_of_day__last_complete_version_of_that_day_only(store: ObjectStore) -> None:
+    registry = ModelRegistry(store)
+    assert registry.newest_of_day("2026-01-02") is None
+    complete(store, "v-2026-01-01-ffffffff", "v-2026-01-02-00ab12cd", "v-2026-01-02-9a000000", "hand-named")
+    store.put_bytes("models/v-2026-01-02-ffffffff/model.pt", b"half-written")  # not complete: not listed
+    assert registry.newest_of_day("2026-01-02") == "v-2026-01-02-9a000000"
+    assert registry.newest_of_day("2026-01-01") == "v-2026-01-01-ffffffff"
+    assert registry.newest_of_day("2026-01-03") is None
+
+
+def test_promotion_record__round_trips_beside_the_version(store: ObjectStore) -> None:
+    registry = ModelRegistry(store)
+    version = "v-2026-01-02-bbbbbbbb"
+    complete(store, version)
+    assert registry.promotion_record(version) is None
+    record = {"promote": True, "reason": "beats every baseline", "champion_version": None,
+              "baseline_ndcg10": {"random_init": 0.2}}
+    uri = registry.write_promotion_record(version, record)
+    assert uri == registry.promotion_record_uri(version) == store.uri(f"models/{version}/promotion.json")
+    assert registry.promotion_record(version) == record
+    assert registry.versions() == [version]  # a record does not make or hide a version
+    with pytest.raises(ValueError, match="invalid model version"):
+        registry.write_promotion_record(CHAMPION, record)
 
 
 def test_save__rejects_bad_configs(model: EmbeddingModel, store: ObjectStore) -> None:

@@ -54,9 +54,9 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("ingest_interactions", "jobs.ingest_interactions"),
     ("build_pairs", "jobs.build_pairs"),
     ("train", "visearch.train.train_day"),
-    ("evaluate", "jobs.evaluate"),
-    ("promote", "jobs.promote"),
-    ("embed", "jobs.embed"),
+    ("evaluate", "visearch.evaluate.evaluate_day"),
+    ("promote", "visearch.evaluate.promote_day"),
+    ("embed", "visearch.embed.embed_day"),
     ("build_index", "visearch.index.build"),
     ("publish_index", "visearch.index.publish"),
 )
@@ -341,12 +341,11 @@ def measure_size(size: int, root: Path, base_settings: Any, stages: Sequence[tup
         if stage == "promote":
             row["note"] = _ensure_champion(settings, results[-1] if results else {})
         elif stage == "train" and "promote" not in {name for name, _ in stages}:
-            from jobs.evaluate import newest_version_of_day
             from visearch.core.storage import open_store
             from visearch.train.registry import ModelRegistry
 
             registry = ModelRegistry(open_store(settings.artifacts, settings.s3))
-            trained = newest_version_of_day(registry, ds_list[-1])
+            trained = registry.newest_of_day(ds_list[-1])
             row["note"] = _ensure_champion(settings, {"challenger": trained, "reason": "promote not run"})
         log.info("scale %d images: %s %.2fs, peak RSS %.0f MB", size, stage, elapsed, rss.peak / 1e6)
     return rows

@@ -49,7 +49,11 @@ def ensure_demo_data(settings: Settings, images: int, days: int, size: int, seed
 
 
 def summarize(settings: Settings, days: list[str], timings: dict[str, float]) -> str:
-    """Row counts, quarantine reasons and stage timings, as printable text."""
+    """Row counts, quarantine reasons, stage timings and what is live, as printable text.
+
+    The champion is the one the last promote run recorded (its run record), so the demo needs no
+    model code to name it.
+    """
     from pyspark.sql import functions as F
 
     from visearch.core import tables as T
@@ -71,13 +75,15 @@ def summarize(settings: Settings, days: list[str], timings: dict[str, float]) ->
         lines += [f"  {r['source']:<16} {r['reason']:<28} {r['count']:>6}" for r in rows]
     store = open_store(settings.artifacts, settings.s3)
     lines.append("== stage timings (seconds) ==")
+    champion = None
     for ds in days:
         lines.append(f"  {ds}: DAG run {timings.get(ds, 0.0):.1f}s")
         for key in store.list(f"runs/{ds}/"):
             record: dict[str, Any] = json.loads(store.get_text(key))
             stages = ", ".join(f"{k} {v:.1f}" for k, v in record.get("stage_seconds", {}).items())
             lines.append(f"    {record.get('job', key):<20} {stages}")
-    champion = store.read_pointer("models/CHAMPION")
+            if record.get("job") == "promote":  # its record says who is champion after the day's run
+                champion = record.get("champion")
     current = store.read_pointer(f"indexes/{settings.index.name}/CURRENT")
     lines.append(f"== published == champion model: {champion}; live index build: {current}")
     return "\n".join(lines)

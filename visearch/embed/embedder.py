@@ -1,6 +1,7 @@
 """The batch-embedding engine: many images through one model, decoding hidden behind inference.
 
-What :mod:`jobs.embed` runs on every Spark executor (and ``visearch bench embed`` measures):
+What :mod:`visearch.embed.embed_day` (the embed job) runs on every Spark executor (and
+``visearch bench embed`` measures):
 
 - **One model per process.** :func:`cached_model` loads a version through the registry once per
   Python worker process (key: artifacts root, version, device) and keeps it for the following

@@ -24,17 +24,17 @@ def export_embeddings(spark: Any, settings: Any, out: str | Path, model_version:
     """Write ``out`` (.npy, float32 (n, dim)) and ``<out>.ids.txt`` for ``model_version`` (default the champion).
 
     Raises:
-        ValueError: when there is no champion and no version is given, when the version has no rows,
-            or when the rows' dimensions differ.
+        NoChampionError: (a ValueError) when no version is given and no champion is promoted.
+        ValueError: when the version has no rows, or when the rows' dimensions differ.
     """
     from pyspark.sql import functions as F
 
     from visearch.core import tables as T
     from visearch.core.storage import open_store
+    from visearch.train.registry import ModelRegistry
 
-    version = model_version or open_store(settings.artifacts, settings.s3).read_pointer("models/CHAMPION")
-    if not version:
-        raise ValueError("no model version given and models/CHAMPION is not set")
+    # A named version is exported as named: its rows may outlive (or predate) the registry entry.
+    version = model_version or ModelRegistry(open_store(settings.artifacts, settings.s3)).resolve(None)
     rows = (T.read(spark, settings, T.GOLD_EMBEDDINGS).where(F.col("model_version") == version)
             .select("image_id", "embedding").orderBy("image_id").collect())
     if not rows:
@@ -64,14 +64,16 @@ def embed_folder(settings: Any, images: str | Path, out: str | Path, *, model_ve
     evaluation's random-weight baseline); otherwise ``model_version`` or the champion.
 
     Raises:
-        ValueError: when the folder holds no image, or no model is given and no champion is set.
+        ValueError: when the folder holds no image.
+        NoChampionError: (a ValueError) when no model is given and no champion is promoted.
+        FileNotFoundError: for a model version that does not exist.
     """
     import torch
 
     from visearch.core.storage import open_store
     from visearch.embed.embedder import BatchEmbedder, EmbedItem, optimize_for_cpu
     from visearch.evaluate.evaluation import random_init_embedder
-    from visearch.train.registry import ModelRegistry
+    from visearch.train.registry import ModelRegistry, NoChampionError
 
     root = Path(images).resolve()
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
@@ -85,9 +87,10 @@ def embed_folder(settings: Any, images: str | Path, out: str | Path, *, model_ve
         label = f"random-init {m.backbone} w{m.width} {m.embed_dim}-d @ {m.image_size} px"
     else:
         registry = ModelRegistry(open_store(settings.artifacts, settings.s3))
-        version = model_version or registry.champion()
-        if not version:
-            raise ValueError("no model version given and models/CHAMPION is not set (or pass --random-init)")
+        try:
+            version = registry.resolve(model_version)
+        except NoChampionError as exc:
+            raise NoChampionError(f"{exc} (or pass --model-version VERSION or --random-init)") from exc
         model = registry.load(version)
         label = version
     model.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -137,12 +140,13 @@ def add_cli(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="embeddings_command", metavar="ACTION", required=True)
     ex = sub.add_parser("export", help="write one model version's embeddings to a .npy (+ .ids.txt)")
     ex.add_argument("--out", required=True, help="the .npy file to write")
-    ex.add_argument("--model-version", default=None, help="model version (default: models/CHAMPION)")
+    ex.add_argument("--model-version", default=None, help="model version (default: the promoted version)")
     ex.set_defaults(func=_cmd_export)
     ef = sub.add_parser("embed-folder", help="embed a folder of image files to a .npy (+ .ids.txt)")
     ef.add_argument("--images", required=True, help="folder searched recursively for image files")
     ef.add_argument("--out", required=True, help="the .npy file to write")
-    ef.add_argument("--model-version", default=None, help="model version (default: models/CHAMPION)")
+    ef.add_argument("--model-version", default=None,
+                    help="model version (default, and CHAMPION: the promoted version)")
     ef.add_argument("--random-init", action="store_true",
                     help="the settings' architecture with seeded random weights instead of a model version")
     ef.add_argument("--limit", type=int, default=None, help="embed only the first N files (sorted)")

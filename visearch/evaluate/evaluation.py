@@ -1,4 +1,4 @@
-"""Offline evaluation of image embedders on graded judgments: two protocols, baselines, a CLI.
+"""Offline evaluation of image embedders on graded judgments: two protocols, the same queries for all.
 
 An *embedder* is anything with ``embed_images(images) -> (N, D) float32`` (a registry
 :class:`~visearch.train.registry.LoadedModel`, the :class:`~visearch.evaluate.baselines.ColorHistogramEmbedder`,
@@ -19,23 +19,19 @@ missing from the corpus is removed from the query's judgments (so the ideal DCG 
 could be retrieved), and a query left without candidates is dropped. :func:`restrict_judgments`
 does this once, so every embedder is scored on exactly the same queries.
 
-``visearch evaluate --images DIR --judgments FILE`` runs both protocols on a user's own judged
-folder, without Spark or the DAG, and prints the model (the champion by default), the random-weight
-network of the same architecture and the colour histogram side by side.
+Who uses it: the day's evaluation into ``gold.model_metrics`` (:mod:`visearch.evaluate.evaluate_day`),
+``visearch evaluate`` on a user's own judged folder (:mod:`visearch.evaluate.cli`) and the quality
+benchmark.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
-import json
 import logging
-import sys
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -45,7 +41,7 @@ from PIL import Image
 from visearch.evaluate.metrics import MAX_RELEVANCE, evaluate_rankings, knn_accuracy, metric_name, rank_by_scores
 
 if TYPE_CHECKING:
-    from visearch.train.registry import LoadedModel, ModelRegistry
+    from visearch.train.registry import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +55,6 @@ COLOR_HISTOGRAM = "color_histogram"
 CHAMPION = "champion"
 #: Embedder names written to ``gold.model_metrics`` (``champion``: the incumbent, same run).
 EMBEDDERS: tuple[str, ...] = (MODEL, CHAMPION, RANDOM_INIT, COLOR_HISTOGRAM)
-
-#: File beside a model version recording the promotion decision taken for it.
-PROMOTION_RECORD = "promotion.json"
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 Judgments = Mapping[str, Mapping[str, float]]
 FloatMatrix = npt.NDArray[np.float32]
@@ -111,7 +102,7 @@ class Judgment:
 # judgments
 
 
-def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
+def check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     """Sorted distinct cut-offs.
 
     Raises:
@@ -123,8 +114,12 @@ def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     return out
 
 
-def _check_protocols(protocols: Iterable[str]) -> tuple[str, ...]:
-    """Raises ValueError for an unknown protocol name."""
+def check_protocols(protocols: Iterable[str]) -> tuple[str, ...]:
+    """The protocol names, checked.
+
+    Raises:
+        ValueError: for no protocol or an unknown protocol name.
+    """
     out = tuple(protocols)
     bad = [p for p in out if p not in PROTOCOLS]
     if bad or not out:
@@ -425,8 +420,8 @@ def evaluate_vectors(
     Raises:
         ValueError: for bad ``ks`` or protocols, no judged query, or a judged id without a vector.
     """
-    ks = _check_ks(ks)
-    protocols = _check_protocols(protocols)
+    ks = check_ks(ks)
+    protocols = check_protocols(protocols)
     if not judgments:
         raise ValueError("no judged query to evaluate")
     x = normalise(vectors)  # (N, D) unit rows: inner product = cosine
@@ -473,8 +468,8 @@ def evaluate_embedders(
         ValueError: for bad ``ks`` or protocols, no embedder, a corpus id without an image, no
             query left to evaluate, or an image that cannot be embedded.
     """
-    ks = _check_ks(ks)
-    protocols = _check_protocols(protocols)
+    ks = check_ks(ks)
+    protocols = check_protocols(protocols)
     if not embedders:
         raise ValueError("no embedder to evaluate")
     corpus_ids = sorted(set(images) if corpus is None else set(corpus))
@@ -522,7 +517,7 @@ def knn_accuracy_at(
     Raises:
         ValueError: for bad ``ks``, fewer than two labelled ids, or a labelled id without a vector.
     """
-    ks = _check_ks(ks)
+    ks = check_ks(ks)
     position = {image_id: row for row, image_id in enumerate(ids)}
     labelled = sorted(i for i in labels if i in position)
     if len(labelled) != len(labels):
@@ -537,7 +532,7 @@ def knn_accuracy_at(
 
 
 # ---------------------------------------------------------------------------------------------
-# embedders and records
+# the random-weight baseline
 
 
 def random_init_embedder(config: Mapping[str, Any], seed: int) -> LoadedModel:
@@ -568,185 +563,3 @@ def random_init_embedder(config: Mapping[str, Any], seed: int) -> LoadedModel:
     model.eval()
     described = {**arch.to_dict(), "preprocessing": prep.to_dict(), "seed": seed}
     return LoadedModel(model, prep, described, f"{RANDOM_INIT}-seed{seed}")
-
-
-def promotion_record(registry: ModelRegistry, version: str) -> dict[str, Any] | None:
-    """The recorded promotion decision of a version (``models/<version>/promotion.json``), if any."""
-    key = f"models/{version}/{PROMOTION_RECORD}"
-    if not registry.store.exists(key):
-        return None
-    data: dict[str, Any] = json.loads(registry.store.get_text(key))
-    return data
-
-
-def reference_champion(registry: ModelRegistry, version: str) -> str | None:
-    """The champion a challenger is compared with: the one its decision recorded, else the current one.
-
-    Once promotion has decided for ``version``, the champion at decision time stays its reference
-    (after a promotion the pointer names ``version`` itself), so re-running evaluation or promotion
-    compares with the same model. ``None`` when there is no other champion.
-    """
-    record = promotion_record(registry, version)
-    if record is not None:
-        incumbent = record.get("champion_version")
-        return str(incumbent) if incumbent else None
-    current = registry.champion()
-    return current if current and current != version else None
-
-
-# ---------------------------------------------------------------------------------------------
-# the `visearch evaluate` command
-
-
-def load_image_folder(folder: str | Path) -> dict[str, bytes]:
-    """Encoded bytes of every image file under ``folder`` (recursively), keyed by relative POSIX path.
-
-    Raises:
-        FileNotFoundError: when ``folder`` is not a directory.
-        ValueError: when it holds no image file.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
-    out = {p.relative_to(root).as_posix(): p.read_bytes()
-           for p in sorted(root.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
-    if not out:
-        raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-    return out
-
-
-def format_table(
-    rows: Sequence[MetricRow], embedders: Sequence[str], *, headers: Mapping[str, str] | None = None
-) -> str:
-    """A plain-text table per protocol: one line per ``metric@k``, one column per embedder."""
-    headers = dict(headers or {})
-    values = {(r.protocol, r.name, r.embedder): r.value for r in rows}
-    names = sorted({(r.protocol, r.metric, r.k) for r in rows},
-                   key=lambda t: (PROTOCOLS.index(t[0]), t[1], t[2]))
-    columns = [headers.get(e, e) for e in embedders]
-    width = max(12, *(len(c) for c in columns))
-    lines: list[str] = []
-    for protocol in [p for p in PROTOCOLS if any(n[0] == p for n in names)]:
-        lines.append(f"protocol: {protocol}")
-        lines.append(f"{'metric':<14}" + "".join(f"{c:>{width + 2}}" for c in columns))
-        for _, metric, k in [n for n in names if n[0] == protocol]:
-            name = metric_name(metric, k)
-            cells = [values.get((protocol, name, e)) for e in embedders]
-            lines.append(f"{name:<14}" + "".join(
-                f"{'-' if v is None else f'{v:.4f}':>{width + 2}}" for v in cells))
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _parse_ks(text: str) -> tuple[int, ...]:
-    try:
-        return _check_ks(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--k must be positive integers like 1,5,10, got {text!r}") from exc
-
-
-def _parse_protocols(text: str) -> tuple[str, ...]:
-    try:
-        return _check_protocols(p.strip() for p in text.split(",") if p.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def evaluate_folder(
-    images_dir: str | Path,
-    judgments_file: str | Path,
-    *,
-    model_version: str | None = None,
-    ks: Iterable[int] | None = None,
-    protocols: Iterable[str] = PROTOCOLS,
-    judged_set: str | None = None,
-    settings: Any = None,
-) -> tuple[list[MetricRow], dict[str, Any]]:
-    """Evaluate a model version and both baselines on a judged image folder (what the CLI runs).
-
-    Ids in the judgments are file names relative to ``images_dir``; the corpus is every image in
-    it. The model is ``model_version``, else the champion of ``settings.artifacts``.
-
-    Returns:
-        Metric rows and a description (``model_version``, counts, ``ks``).
-
-    Raises:
-        ValueError: when no model is given and none is promoted, a judged id is not a file of the
-            folder, the judgments are empty or invalid, or an image cannot be embedded.
-        FileNotFoundError: for a missing folder, judgments file or model version.
-    """
-    from visearch.core.config import Settings, load_settings
-    from visearch.core.storage import open_store
-    from visearch.evaluate.baselines import ColorHistogramEmbedder
-    from visearch.train.registry import ModelRegistry
-
-    cfg: Settings = settings if settings is not None else load_settings()
-    ks = _check_ks(ks if ks is not None else cfg.eval.ks)
-    path = Path(judgments_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"judgments file {path} does not exist")
-    parsed = parse_judgments_csv(path.read_text(encoding="utf-8"), source=str(path))
-    sets = sorted({j.set for j in parsed})
-    if judged_set is None and len(sets) > 1:
-        raise ValueError(f"{path} holds several sets {sets}: choose one with --set")
-    judgments = group_judgments(parsed, judged_set)
-    if not judgments:
-        raise ValueError(f"{path} holds no judgments" + (f" of set {judged_set!r}" if judged_set else ""))
-    images = load_image_folder(images_dir)
-    named = {i for q, js in judgments.items() for i in (q, *js)}
-    unknown = sorted(named - set(images))
-    if unknown:
-        raise ValueError(f"{len(unknown)} judged ids are not image files under {images_dir}: {unknown[:10]}")
-
-    registry = ModelRegistry(open_store(cfg.artifacts, cfg.s3))
-    version = model_version or registry.champion()
-    if not version:
-        raise ValueError(f"no model promoted under {cfg.artifacts}: pass --model VERSION "
-                         f"(versions: {registry.versions()[:10]})")
-    model = registry.load(version)
-    embedders: dict[str, Embedder] = {
-        MODEL: model,
-        RANDOM_INIT: random_init_embedder(model.config, cfg.train.seed),
-        COLOR_HISTOGRAM: ColorHistogramEmbedder(),
-    }
-    rows, counts = evaluate_embedders(embedders, images, judgments, ks, protocols=protocols,
-                                      batch_size=cfg.embed.batch_size)
-    return rows, {"model_version": version, "ks": list(ks), **counts}
-
-
-def _cli(args: argparse.Namespace) -> int:
-    rows, info = evaluate_folder(args.images, args.judgments, model_version=args.model, ks=args.k,
-                                 protocols=args.protocols, judged_set=args.set)
-    if args.json:
-        print(json.dumps({"info": info, "rows": [r.to_dict() for r in rows]}, sort_keys=True))
-        return 0
-    headers = {MODEL: f"model {info['model_version']}", RANDOM_INIT: "random weights",
-               COLOR_HISTOGRAM: "colour histogram"}
-    print(f"{info['queries']} queries, {info['judgments']} judgments, corpus of {info['corpus']} images "
-          f"(dropped: {info['queries_empty']} queries without candidates, "
-          f"{info['self_judged']} self-judgments)\n")
-    sys.stdout.write(format_table(rows, (MODEL, RANDOM_INIT, COLOR_HISTOGRAM), headers=headers))
-    return 0
-
-
-def add_cli(subparsers: Any) -> None:
-    """Register ``visearch evaluate``."""
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="evaluate a model on your own judged image folder",
-        description="Evaluate a model version against a random-weight network of the same architecture and a "
-                    "colour histogram on your own judged images, without Spark or the DAG. The judgments CSV "
-                    "has columns query,candidate,relevance (0-5, header optional); ids are file names "
-                    "relative to --images, and every image there is the search corpus. "
-                    "Try: visearch evaluate --images my_photos --judgments my_judgments.csv --k 1,5,10",
-    )
-    parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
-    parser.add_argument("--judgments", required=True, help="CSV of query,candidate,relevance")
-    parser.add_argument("--model", default=None, help="model version (default: the champion)")
-    parser.add_argument("--k", type=_parse_ks, default=None,
-                        help="cut-offs, e.g. 1,5,10,20 (default: settings.eval.ks)")
-    parser.add_argument("--protocols", type=_parse_protocols, default=PROTOCOLS,
-                        help="judged, corpus or both (default judged,corpus)")
-    parser.add_argument("--set", default=None, help="judgment set to use when the CSV has a set column")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    parser.set_defaults(func=_cli)

@@ -1,7 +1,9 @@
 """Model promotion: does a newly evaluated model (the challenger) replace ``models/CHAMPION``?
 
 Pure decision logic over offline metrics (flat names, as :func:`visearch.evaluate.metrics.flatten_metrics`
-gives them); the evaluate/promote job records the returned decision and flips the pointer.
+gives them), and :func:`reference_champion`, the incumbent a challenger is measured against.
+:mod:`visearch.evaluate.promote_day` applies it to a day's model: it records the returned decision
+with the registry and flips the pointer.
 
 Rules, on nDCG@10 of the same evaluation set:
 
@@ -19,7 +21,10 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from visearch.train.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +111,18 @@ def decide_promotion(
         decision = PromotionDecision(promote, reason, ours, theirs, base, tolerance)
     log.info("promotion %s: %s", "accepted" if decision.promote else "refused", decision.reason)
     return decision
+
+
+def reference_champion(registry: ModelRegistry, version: str) -> str | None:
+    """The champion a challenger is compared with: the one its decision recorded, else the current one.
+
+    Once promotion has decided for ``version``, the champion at decision time stays its reference
+    (after a promotion the pointer names ``version`` itself), so re-running evaluation or promotion
+    compares with the same model. ``None`` when there is no other champion.
+    """
+    record = registry.promotion_record(version)
+    if record is not None:
+        incumbent = record.get("champion_version")
+        return str(incumbent) if incumbent else None
+    current = registry.champion()
+    return current if current and current != version else None

@@ -47,7 +47,6 @@ from visearch.evaluate.evaluation import (
     embed_ids,
     exact_top_k,
     normalise,
-    promotion_record,
     stable_sample,
 )
 from visearch.evaluate.metrics import METRICS, metric_name
@@ -222,7 +221,7 @@ def _models_section(metrics: list[dict[str, Any]], registry: ModelRegistry, sett
     rows, classes = [], []
     for version in sorted(ndcg):
         scores = ndcg[version]
-        record = promotion_record(registry, version)
+        record = registry.promotion_record(version)
         decision = ("–" if record is None else ("promoted" if record.get("promote") else "refused"))
         best = max(scores.values())
         cells = [_e(version) + (" ★" if version == champion else ""), _e(evaluated_on[version])]

@@ -52,6 +52,22 @@ _EXPORT_TOLERANCE = 1e-5
 WALL_CLOCK_KEYS = frozenset({"images_per_sec", "train_seconds"})
 
 
+class NoChampionError(LookupError, ValueError):
+    """The champion was asked for and none has been promoted yet.
+
+    A :class:`LookupError` (nothing to look up); also a :class:`ValueError`, which callers of the
+    registry raised for the same case before :meth:`ModelRegistry.resolve` existed.
+    """
+
+
+class UnknownVersionError(FileNotFoundError, ValueError):
+    """A named model version is not a complete version of the registry.
+
+    A :class:`FileNotFoundError` like :meth:`ModelRegistry.config`'s, and a :class:`ValueError`
+    (a bad argument) for callers that check arguments.
+    """
+
+
 def state_dict_hash(state: Mapping[str, torch.Tensor]) -> str:
     """sha256 over names, dtypes, shapes and bytes of every tensor, in name order."""
     digest = hashlib.sha256()
@@ -329,17 +345,20 @@ class ModelRegistry:
         a CLI's default).
 
         Raises:
-            LookupError: when the champion is asked for and none has been promoted yet.
-            ValueError: when a named version is invalid or not a complete version.
+            NoChampionError: (a LookupError and ValueError) when the champion is asked for and none
+                has been promoted yet.
+            UnknownVersionError: (a FileNotFoundError and ValueError) when a named version is not a
+                complete version.
+            ValueError: when a named version is not a valid version name.
         """
         if version is None or version == CHAMPION:
             champion = self.champion()
             if champion is None:
-                raise LookupError(f"{self.store.uri(CHAMPION_KEY)} is not set: train and promote a model first "
-                                  "(the nightly DAG does both)")
+                raise NoChampionError(f"no champion: {self.store.uri(CHAMPION_KEY)} is not set: train and "
+                                      "promote a model first (the nightly DAG does both)")
             return champion
         if not self.store.exists(self._key(version, "config.json")):
-            raise ValueError(f"model version {version!r} does not exist under {self.store.uri(MODELS)}/")
+            raise UnknownVersionError(f"model version {version!r} does not exist under {self.store.uri(MODELS)}/")
         return version
 
     def newest_of_day(self, ds: str) -> str | None:
@@ -354,6 +373,10 @@ class ModelRegistry:
             return None
         data: dict[str, Any] = json.loads(self.store.get_text(key))
         return data
+
+    def promotion_record_uri(self, version: str) -> str:
+        """Where the promotion decision of ``version`` is (or would be) recorded."""
+        return self.store.uri(self._key(version, PROMOTION_RECORD))
 
     def write_promotion_record(self, version: str, record: Mapping[str, Any]) -> str:
         """Write ``models/<version>/promotion.json`` and return its URI."""

@@ -1,4 +1,5 @@
-"""jobs.embed on a two-day demo corpus with a tiny model: incremental, idempotent, exact.
+"""visearch.embed.embed_day (and the jobs.embed command) on a two-day demo corpus with a tiny model:
+incremental, idempotent, exact.
 
 The world is built once per module and grown by a chain of fixtures, one Spark job at a time:
 
@@ -28,6 +29,7 @@ from visearch.core import tables as T
 from visearch.core.config import Settings, load_settings
 from visearch.core.storage import open_store, read_uri
 from visearch.demo.corpus import generate_demo
+from visearch.embed import embed_day
 from visearch.embed.embedder import CONTENT_CHANGED, DECODE_ERROR
 from visearch.ingest.validation import MISSING_FILE
 from visearch.train.model import EmbeddingModel
@@ -109,7 +111,7 @@ def day1(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> World:
     local_path(rows[swapped]["uri"]).write_bytes(buffer.getvalue())
     world.broken = {garbage: DECODE_ERROR, missing: MISSING_FILE, swapped: CONTENT_CHANGED}
 
-    world.results["day1"] = embed_job.run(settings, DAY1, spark=spark)
+    world.results["day1"] = embed_day.run(settings, DAY1, spark=spark)
     world.snapshots["day1"] = gold(spark, settings, v1)
     return world
 
@@ -117,7 +119,7 @@ def day1(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> World:
 @pytest.fixture(scope="module")
 def day2(spark: Any, day1: World) -> World:
     ingest_images.run(day1.settings, DAY2, spark=spark)
-    day1.results["day2"] = embed_job.run(day1.settings, DAY2, spark=spark)
+    day1.results["day2"] = embed_day.run(day1.settings, DAY2, spark=spark)
     day1.snapshots["day2"] = gold(spark, day1.settings, day1.v1)
     return day1
 
@@ -127,7 +129,7 @@ def new_champion(spark: Any, day2: World) -> tuple[World, str]:
     v2 = save_model(day2.registry, seed=1)
     assert v2 != day2.v1
     day2.registry.set_champion(v2)
-    day2.results["v2"] = embed_job.run(day2.settings, DAY2, spark=spark)
+    day2.results["v2"] = embed_day.run(day2.settings, DAY2, spark=spark)
     return day2, v2
 
 
@@ -171,7 +173,7 @@ def test_embed__job_equals_exported_model_and_query_path(spark: Any, day1: World
 
 def test_embed__rerun_of_the_same_day_changes_nothing(spark: Any, day1: World) -> None:
     version_before = T.version(spark, day1.settings, T.GOLD_EMBEDDINGS)
-    result = embed_job.run(day1.settings, DAY1, spark=spark)
+    result = embed_day.run(day1.settings, DAY1, spark=spark)
     assert result["embedded"] == 0
     assert result["deleted"] == 0
     assert result["candidates"] == len(day1.broken)  # only the broken ones are tried again
@@ -211,13 +213,14 @@ def test_embed__next_day_adds_only_its_uploads_drops_deleted_and_reembeds_replac
         assert after[image_id][2] == DAY1
 
 
+@pytest.mark.parametrize("extra", [[], ["--model-version", "CHAMPION"]], ids=["default", "champion"])
 def test_embed__cli_rerun_of_the_next_day_embeds_nothing(
-    spark: Any, day2: World, capsys: pytest.CaptureFixture[str]
+    spark: Any, day2: World, capsys: pytest.CaptureFixture[str], extra: list[str]
 ) -> None:
     config = day2.root / "settings.yaml"
     config.write_text(f"landing: {day2.settings.landing}\nlake: {day2.settings.lake}\n"
                       f"artifacts: {day2.settings.artifacts}\n")
-    assert embed_job.main(["--ds", DAY2, "--config", str(config)]) == 0
+    assert embed_job.main(["--ds", DAY2, "--config", str(config), *extra]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["job"] == "embed"
     assert (printed["embedded"], printed["deleted"], printed["model_version"]) == (0, 0, day2.v1)
@@ -244,7 +247,7 @@ def test_embed__full_rerun_of_a_version_replaces_its_partition_with_the_same_vec
     spark: Any, new_champion: tuple[World, str]
 ) -> None:
     world, _ = new_champion
-    result = embed_job.run(world.settings, DAY2, spark=spark, model_version=world.v1, full=True)
+    result = embed_day.run(world.settings, DAY2, spark=spark, model_version=world.v1, full=True)
     before = world.snapshots["day2"]
     assert result["full"] is True
     assert result["embedded"] == len(before)
@@ -258,9 +261,10 @@ def test_embed__full_rerun_of_a_version_replaces_its_partition_with_the_same_vec
 
 def test_embed__unknown_model_version_fails_before_any_work(spark: Any, day1: World) -> None:
     with pytest.raises(FileNotFoundError, match="no-such-version"):
-        embed_job.run(day1.settings, DAY1, spark=spark, model_version="no-such-version")
+        embed_day.run(day1.settings, DAY1, spark=spark, model_version="no-such-version")
 
 
-def test_embed__without_a_champion_fails_loudly(spark: Any, settings: Settings) -> None:
+@pytest.mark.parametrize("model_version", [None, "CHAMPION"])
+def test_embed__without_a_champion_fails_loudly(spark: Any, settings: Settings, model_version: str | None) -> None:
     with pytest.raises(ValueError, match="no champion"):
-        embed_job.run(settings, DAY1, spark=spark)
+        embed_day.run(settings, DAY1, spark=spark, model_version=model_version)
