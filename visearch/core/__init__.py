@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from visearch import lazy_exports
 
 if TYPE_CHECKING:
+    from visearch.core.config import EmbedSettings as EmbedSettings
     from visearch.core.config import EvalSettings as EvalSettings
     from visearch.core.config import IngestSettings as IngestSettings
     from visearch.core.config import ModelSettings as ModelSettings
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from visearch.core.jobrun import check_ds as check_ds
     from visearch.core.jobrun import job_parser as job_parser
     from visearch.core.jobrun import parse_ds as parse_ds
+    from visearch.core.jobrun import positive_int as positive_int
+    from visearch.core.jobrun import run_job as run_job
     from visearch.core.jobrun import setup_logging as setup_logging
     from visearch.core.provenance import git_sha as git_sha
     from visearch.core.spark import extra_jars as extra_jars
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     from visearch.core.timing import StageTimer as StageTimer
 
 _EXPORTS = {
+    "EmbedSettings": "config",
     "EvalSettings": "config",
     "IngestSettings": "config",
     "ModelSettings": "config",
@@ -56,6 +60,8 @@ _EXPORTS = {
     "check_ds": "jobrun",
     "job_parser": "jobrun",
     "parse_ds": "jobrun",
+    "positive_int": "jobrun",
+    "run_job": "jobrun",
     "setup_logging": "jobrun",
     "git_sha": "provenance",
     "extra_jars": "spark",

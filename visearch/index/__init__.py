@@ -13,24 +13,27 @@ if TYPE_CHECKING:
     from visearch.index.faiss_index import IndexPlan as IndexPlan
     from visearch.index.faiss_index import IvfInfo as IvfInfo
     from visearch.index.faiss_index import ShardBuilder as ShardBuilder
+    from visearch.index.faiss_index import TuneResult as TuneResult
     from visearch.index.faiss_index import choose_index as choose_index
     from visearch.index.faiss_index import choose_nlist as choose_nlist
-    from visearch.index.faiss_index import collect_vectors as collect_vectors
     from visearch.index.faiss_index import deserialize as deserialize
     from visearch.index.faiss_index import effective_dim_share as effective_dim_share
-    from visearch.index.faiss_index import eligible_embeddings as eligible_embeddings
     from visearch.index.faiss_index import exact_search as exact_search
-    from visearch.index.faiss_index import exact_topk_spark as exact_topk_spark
     from visearch.index.faiss_index import index_bytes as index_bytes
     from visearch.index.faiss_index import ivf_info as ivf_info
     from visearch.index.faiss_index import new_index as new_index
+    from visearch.index.faiss_index import quantizer_bytes as quantizer_bytes
     from visearch.index.faiss_index import recall_at_k as recall_at_k
-    from visearch.index.faiss_index import sample_rows as sample_rows
     from visearch.index.faiss_index import search as search
     from visearch.index.faiss_index import serialize as serialize
     from visearch.index.faiss_index import train_index as train_index
     from visearch.index.faiss_index import tune_nprobe as tune_nprobe
     from visearch.index.faiss_index import wants_rotation as wants_rotation
+    from visearch.index.lake import collect_vectors as collect_vectors
+    from visearch.index.lake import eligible_embeddings as eligible_embeddings
+    from visearch.index.lake import exact_topk_spark as exact_topk_spark
+    from visearch.index.lake import live_rows_spark as live_rows_spark
+    from visearch.index.lake import sample_rows as sample_rows
     from visearch.index.manifest import BuildNotFoundError as BuildNotFoundError
     from visearch.index.manifest import ChecksumError as ChecksumError
     from visearch.index.manifest import IndexManifest as IndexManifest
@@ -42,7 +45,6 @@ if TYPE_CHECKING:
     from visearch.index.manifest import ids_key_for as ids_key_for
     from visearch.index.manifest import index_prefix as index_prefix
     from visearch.index.manifest import list_build_ids as list_build_ids
-    from visearch.index.manifest import live_rows_spark as live_rows_spark
     from visearch.index.manifest import load_build as load_build
     from visearch.index.manifest import open_build as open_build
     from visearch.index.manifest import read_manifest as read_manifest
@@ -79,24 +81,27 @@ _EXPORTS = {
     "IndexPlan": "faiss_index",
     "IvfInfo": "faiss_index",
     "ShardBuilder": "faiss_index",
+    "TuneResult": "faiss_index",
     "choose_index": "faiss_index",
     "choose_nlist": "faiss_index",
-    "collect_vectors": "faiss_index",
     "deserialize": "faiss_index",
     "effective_dim_share": "faiss_index",
-    "eligible_embeddings": "faiss_index",
     "exact_search": "faiss_index",
-    "exact_topk_spark": "faiss_index",
     "index_bytes": "faiss_index",
     "ivf_info": "faiss_index",
     "new_index": "faiss_index",
+    "quantizer_bytes": "faiss_index",
     "recall_at_k": "faiss_index",
-    "sample_rows": "faiss_index",
     "search": "faiss_index",
     "serialize": "faiss_index",
     "train_index": "faiss_index",
     "tune_nprobe": "faiss_index",
     "wants_rotation": "faiss_index",
+    "collect_vectors": "lake",
+    "eligible_embeddings": "lake",
+    "exact_topk_spark": "lake",
+    "live_rows_spark": "lake",
+    "sample_rows": "lake",
     "BuildNotFoundError": "manifest",
     "ChecksumError": "manifest",
     "IndexManifest": "manifest",
@@ -108,7 +113,6 @@ _EXPORTS = {
     "ids_key_for": "manifest",
     "index_prefix": "manifest",
     "list_build_ids": "manifest",
-    "live_rows_spark": "manifest",
     "load_build": "manifest",
     "open_build": "manifest",
     "read_manifest": "manifest",

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from visearch.train.augment import RandomGrayscale as RandomGrayscale
     from visearch.train.augment import RandomResizedCrop as RandomResizedCrop
     from visearch.train.augment import SimCLRAugment as SimCLRAugment
+    from visearch.train.cadence import decide as decide
+    from visearch.train.cadence import retrain_due as retrain_due
     from visearch.train.distributed import AssembledPairs as AssembledPairs
     from visearch.train.distributed import PairRow as PairRow
     from visearch.train.distributed import TrainSpec as TrainSpec
@@ -24,14 +26,12 @@ if TYPE_CHECKING:
     from visearch.train.distributed import assemble_records as assemble_records
     from visearch.train.distributed import backend_for as backend_for
     from visearch.train.distributed import checkpoint_root as checkpoint_root
-    from visearch.train.distributed import decide as decide
     from visearch.train.distributed import device_for as device_for
     from visearch.train.distributed import leave_worker as leave_worker
     from visearch.train.distributed import make_spec as make_spec
     from visearch.train.distributed import records_digest as records_digest
     from visearch.train.distributed import records_from_parquet as records_from_parquet
     from visearch.train.distributed import records_to_parquet as records_to_parquet
-    from visearch.train.distributed import retrain_due as retrain_due
     from visearch.train.distributed import run_distributed as run_distributed
     from visearch.train.distributed import run_id as run_id
     from visearch.train.distributed import train_worker as train_worker
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from visearch.train.preprocess import validate_crop as validate_crop
     from visearch.train.registry import LoadedModel as LoadedModel
     from visearch.train.registry import ModelRegistry as ModelRegistry
+    from visearch.train.registry import NoChampionError as NoChampionError
+    from visearch.train.registry import UnknownVersionError as UnknownVersionError
     from visearch.train.registry import versions_of_day as versions_of_day
     from visearch.train.trainer import NonFiniteLossError as NonFiniteLossError
     from visearch.train.trainer import PairDataset as PairDataset
@@ -71,6 +73,8 @@ _EXPORTS = {
     "RandomGrayscale": "augment",
     "RandomResizedCrop": "augment",
     "SimCLRAugment": "augment",
+    "decide": "cadence",
+    "retrain_due": "cadence",
     "AssembledPairs": "distributed",
     "PairRow": "distributed",
     "TrainSpec": "distributed",
@@ -80,14 +84,12 @@ _EXPORTS = {
     "assemble_records": "distributed",
     "backend_for": "distributed",
     "checkpoint_root": "distributed",
-    "decide": "distributed",
     "device_for": "distributed",
     "leave_worker": "distributed",
     "make_spec": "distributed",
     "records_digest": "distributed",
     "records_from_parquet": "distributed",
     "records_to_parquet": "distributed",
-    "retrain_due": "distributed",
     "run_distributed": "distributed",
     "run_id": "distributed",
     "train_worker": "distributed",
@@ -110,6 +112,8 @@ _EXPORTS = {
     "validate_crop": "preprocess",
     "LoadedModel": "registry",
     "ModelRegistry": "registry",
+    "NoChampionError": "registry",
+    "UnknownVersionError": "registry",
     "versions_of_day": "registry",
     "NonFiniteLossError": "trainer",
     "PairDataset": "trainer",
