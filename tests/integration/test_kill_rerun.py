@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from jobs import build_index, ingest_images, publish_index
+from jobs import build_index, publish_index
 from jobs import train as train_job
 from tests.support.delta_log import orphan_files
 from tests.support.fault_checks import (
@@ -41,6 +41,7 @@ from visearch.core.config import Settings, load_settings
 from visearch.core.storage import open_store
 from visearch.index.manifest import current_build_id, list_build_ids, read_manifest
 from visearch.index.publish import publish_build, read_history
+from visearch.ingest import images as ingest_images
 from visearch.train.registry import ModelRegistry
 from visearch.train.trainer import list_checkpoints
 

@@ -445,7 +445,8 @@ def _all_queries(truth: dict[str, Any]) -> list[tuple[str, bytes, tuple[int, int
 def test_pipeline__private_and_deleted_images_never_returned_after_the_nightly_run(
     spark: Any, settings: Settings
 ) -> None:
-    from jobs import build_index, embed, ingest_images, publish_index
+    from jobs import build_index, embed, publish_index
+    from visearch.ingest import images as ingest_images
 
     generate_demo(settings.landing, images=IMAGES, days=2, size=PX, seed=0, bad_share=0.0, progress=False)
     landing = open_store(settings.landing)

@@ -50,9 +50,9 @@ DEMO = "demo"
 # (stage, module): the nightly DAG's jobs in order; the demo generator comes first.
 STAGES: tuple[tuple[str, str], ...] = (
     (DEMO, "visearch.demo.corpus"),
-    ("ingest_images", "jobs.ingest_images"),
-    ("ingest_interactions", "jobs.ingest_interactions"),
-    ("build_pairs", "jobs.build_pairs"),
+    ("ingest_images", "visearch.ingest.images"),
+    ("ingest_interactions", "visearch.ingest.click_log"),
+    ("build_pairs", "visearch.train.pair_table"),
     ("train", "jobs.train"),
     ("evaluate", "jobs.evaluate"),
     ("promote", "jobs.promote"),
