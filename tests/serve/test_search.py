@@ -32,7 +32,8 @@ from PIL import Image
 from visearch.bench.search import image_metadata, save_random_model, write_local_build
 from visearch.core.config import SearchSettings, Settings
 from visearch.core.storage import ObjectStore, open_store, read_uri
-from visearch.demo.corpus import generate_demo, png_bomb
+from visearch.demo.corpus import generate_demo
+from visearch.demo.rendering import png_bomb
 from visearch.index.faiss_index import exact_search
 from visearch.index.manifest import read_manifest
 from visearch.index.publish import publish_build

@@ -234,7 +234,7 @@ def result_list(
     by_group: Mapping[str, Sequence[str]], rng: np.random.Generator, shown: int,
 ) -> list[str]:
     """What a first search model shows for ``query``, composed as the demo composes its lists
-    (:func:`visearch.demo.corpus._candidates`): 1–4 images of its class, 2 of its animal/vehicle group,
+    (:func:`visearch.demo.simulation._candidates`): 1–4 images of its class, 2 of its animal/vehicle group,
     the rest random, never the query itself, no repeats.
     """
     chosen: dict[str, None] = {query: None}
