@@ -17,13 +17,13 @@ overrides = dict(a.split("=", 1) for a in sys.argv[2:])
 os.environ.update({"VISEARCH_LANDING": str(root / "landing"), "VISEARCH_LAKE": str(root / "lake"),
                    "VISEARCH_ARTIFACTS": str(root / "artifacts"), **overrides})
 
-from jobs import build_pairs, ingest_images, ingest_interactions  # noqa: E402
 from visearch.core.config import load_settings  # noqa: E402
 from visearch.core.jobrun import setup_logging  # noqa: E402
 from visearch.core.spark import get_spark  # noqa: E402
 from visearch.demo.corpus import generate_demo  # noqa: E402
 from visearch.evaluate import evaluate_day, promote_day  # noqa: E402
-from visearch.train import train_day  # noqa: E402
+from visearch.ingest import click_log, images  # noqa: E402
+from visearch.train import pair_table, train_day  # noqa: E402
 
 setup_logging()
 settings = load_settings()
@@ -34,9 +34,9 @@ spark = get_spark(settings, "acceptance")
 out: dict[str, object] = {"overrides": overrides, "train": {}, "evaluate": {}, "promote": {}}
 for ds in days:
     if not (root / f"ingested-{ds}").exists():
-        ingest_images.run(settings, ds, spark=spark)
-        ingest_interactions.run(settings, ds, spark=spark)
-        build_pairs.run(settings, ds, spark=spark)
+        images.run(settings, ds, spark=spark)
+        click_log.run(settings, ds, spark=spark)
+        pair_table.run(settings, ds, spark=spark)
         (root / f"ingested-{ds}").touch()
 for ds in days[-1:]:
     started = time.perf_counter()

@@ -17,8 +17,8 @@ from visearch.core.storage import open_store
 @pytest.fixture(scope="session")
 def clean_ingest(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> CleanIngest:
     """40 demo images at 32 px (plus the demo's bad records), ingested once without faults."""
-    from jobs import ingest_images
     from visearch.demo.corpus import generate_demo
+    from visearch.ingest import images as ingest_images
 
     root = tmp_path_factory.mktemp("fault-demo")
     generate_demo(root / "landing", images=40, days=1, seed=5, size=32, progress=False)

@@ -18,7 +18,6 @@ import torch
 
 import visearch.index.build as build_index
 import visearch.index.publish as publish_index
-from jobs import ingest_images
 from tests.support.delta_log import orphan_files
 from tests.support.fault_checks import (
     DAY1,
@@ -42,6 +41,7 @@ from visearch.core.config import Settings, load_settings
 from visearch.core.storage import open_store
 from visearch.index.manifest import current_build_id, list_build_ids, read_manifest
 from visearch.index.publish import publish_build, read_history
+from visearch.ingest import images as ingest_images
 from visearch.train.registry import ModelRegistry
 from visearch.train.train_day import run as train_day
 from visearch.train.trainer import list_checkpoints

@@ -32,7 +32,8 @@ from PIL import Image
 from visearch.bench.search import image_metadata, save_random_model, write_local_build
 from visearch.core.config import SearchSettings, Settings
 from visearch.core.storage import ObjectStore, open_store, read_uri
-from visearch.demo.corpus import generate_demo, png_bomb
+from visearch.demo.corpus import generate_demo
+from visearch.demo.rendering import png_bomb
 from visearch.index.faiss_index import exact_search
 from visearch.index.manifest import read_manifest
 from visearch.index.publish import publish_build
@@ -447,8 +448,8 @@ def test_pipeline__private_and_deleted_images_never_returned_after_the_nightly_r
 ) -> None:
     import visearch.index.build as build_index
     import visearch.index.publish as publish_index
-    from jobs import ingest_images
     from visearch.embed import embed_day
+    from visearch.ingest import images as ingest_images
 
     generate_demo(settings.landing, images=IMAGES, days=2, size=PX, seed=0, bad_share=0.0, progress=False)
     landing = open_store(settings.landing)

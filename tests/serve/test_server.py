@@ -21,7 +21,7 @@ import torch
 
 from tests.serve.test_search import PHASH_ONLY, DemoIndex, build_demo_index, copy_of, second_build
 from visearch.core.config import SearchSettings
-from visearch.demo.corpus import png_bomb
+from visearch.demo.rendering import png_bomb
 from visearch.index.publish import publish_build
 from visearch.serve.search import Searcher
 from visearch.serve.server import SearchHTTPServer, make_server, parse_multipart, parse_size, serve_in_thread

@@ -5,7 +5,7 @@ What one run does, all seeded:
 1. Split ``--data`` (``../shared/data/cifar10-train``: ``<class>/<file>.jpg``) per class into
    ``--train-images`` training images and ``--heldout-images`` held-out ones, disjoint
    (:func:`select_split`). Only the training part is landed (:func:`visearch.ingest.landing.land_folder`
-   into a temporary landing root) and ingested by ``jobs.ingest_images`` on a local Spark session;
+   into a temporary landing root) and ingested (:mod:`visearch.ingest.images`) on a local Spark session;
    held-out images are read straight from their files and never reach training.
 2. Judgments from the labels (:func:`relevance`): 5 = same class, 1 = same group (vehicles:
    airplane, automobile, ship, truck; animals: the rest), 0 = other. Queries and candidates are
@@ -13,7 +13,7 @@ What one run does, all seeded:
 3. Training with the pipeline's own code at the small-image configuration (ResNet-18 at 32 px,
    3×3 stride-1 stem without max-pool, ``--width`` channels: 16 by default, ~1/16 of the
    multiply-adds of torchvision's 64, what a shared 2-core CPU can train in an hour): pairs as
-   ``jobs.build_pairs`` makes them (self pairs of :func:`visearch.train.pairs.self_pair_sample`; with
+   :mod:`visearch.train.pair_table` makes them (self pairs of :func:`visearch.train.pairs.self_pair_sample`; with
    ``--with-clicks`` also debiased click pairs from simulated sessions, :func:`simulate_clicks`,
    kept at ``train.min_clicks`` = ``--min-clicks``), records by
    :func:`visearch.train.distributed.assemble_records`, :class:`~visearch.train.trainer.PairDataset` (images
@@ -168,7 +168,7 @@ def stage_folder(images: Sequence[LabelledImage], dest: Path) -> Path:
 def land_and_ingest(
     settings: Settings, folder: Path, ds: str
 ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
-    """Land ``folder`` into ``settings.landing`` and run ``jobs.ingest_images`` for ``ds``.
+    """Land ``folder`` into ``settings.landing`` and ingest it for ``ds`` (:mod:`visearch.ingest.images`).
 
     Returns:
         ``{image_id: uri}`` and ``{image_id: class}`` of the ``ok`` rows of ``silver.images``
@@ -179,9 +179,9 @@ def land_and_ingest(
     """
     from pyspark.sql import functions as F
 
-    from jobs import ingest_images
     from visearch.core import tables as T
     from visearch.core.spark import get_spark
+    from visearch.ingest import images as ingest_images
     from visearch.ingest.landing import land_folder
 
     summary = land_folder(folder, ds, landing=settings.landing, settings=settings, namespace="cifar10")
@@ -234,7 +234,7 @@ def result_list(
     by_group: Mapping[str, Sequence[str]], rng: np.random.Generator, shown: int,
 ) -> list[str]:
     """What a first search model shows for ``query``, composed as the demo composes its lists
-    (:func:`visearch.demo.corpus._candidates`): 1–4 images of its class, 2 of its animal/vehicle group,
+    (:func:`visearch.demo.simulation._candidates`): 1–4 images of its class, 2 of its animal/vehicle group,
     the rest random, never the query itself, no repeats.
     """
     chosen: dict[str, None] = {query: None}
@@ -299,7 +299,7 @@ def training_records(
     uris: Mapping[str, str], stats: Sequence[PairStats] | None, settings: Settings, ds: str,
     labels: Mapping[str, str] | None = None,
 ) -> tuple[list[PairRecord], dict[str, Any]]:
-    """Self pairs (and click pairs when ``stats`` is given) as ``jobs.build_pairs`` mines them.
+    """Self pairs (and click pairs when ``stats`` is given) as :mod:`visearch.train.pair_table` mines them.
 
     Self pairs: :func:`~visearch.train.pairs.self_pair_sample` of every image (up to
     ``train.self_pairs_per_day``, at least all of them here). Click pairs: propensities by EM,

@@ -50,9 +50,9 @@ DEMO = "demo"
 # (stage, module): the nightly DAG's jobs in order; the demo generator comes first.
 STAGES: tuple[tuple[str, str], ...] = (
     (DEMO, "visearch.demo.corpus"),
-    ("ingest_images", "jobs.ingest_images"),
-    ("ingest_interactions", "jobs.ingest_interactions"),
-    ("build_pairs", "jobs.build_pairs"),
+    ("ingest_images", "visearch.ingest.images"),
+    ("ingest_interactions", "visearch.ingest.click_log"),
+    ("build_pairs", "visearch.train.pair_table"),
     ("train", "visearch.train.train_day"),
     ("evaluate", "visearch.evaluate.evaluate_day"),
     ("promote", "visearch.evaluate.promote_day"),

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from visearch.core.config import Settings, load_settings, to_uri
+from visearch.core.jobrun import check_ds, parse_ds
 from visearch.core.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,7 @@ def land_folder(
             folder with no images.
         FileNotFoundError: when ``images`` is not a folder.
     """
-    try:
-        day = dt.date.fromisoformat(ds)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"ds must be YYYY-MM-DD, got {ds!r}") from exc
-    if len(ds) != 10:
-        raise ValueError(f"ds must be YYYY-MM-DD, got {ds!r}")
+    day = dt.date.fromisoformat(check_ds(ds))
     if not 0.0 <= private_share <= 1.0:
         raise ValueError(f"private_share must be in [0, 1], got {private_share}")
     if not owner:
@@ -183,16 +179,6 @@ def _cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ds(value: str) -> str:
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--ds must be YYYY-MM-DD, got {value!r}") from exc
-    if len(value) != 10:
-        raise argparse.ArgumentTypeError(f"--ds must be YYYY-MM-DD, got {value!r}")
-    return value
-
-
 def add_cli(subparsers: Any) -> None:
     """Register ``visearch land``."""
     parser = subparsers.add_parser(
@@ -202,7 +188,7 @@ def add_cli(subparsers: Any) -> None:
                     "Try: visearch land --images ~/Pictures --ds 2026-01-01",
     )
     parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
-    parser.add_argument("--ds", required=True, type=_ds, help="the day to land them on, YYYY-MM-DD")
+    parser.add_argument("--ds", required=True, type=parse_ds, help="the day to land them on, YYYY-MM-DD")
     parser.add_argument("--landing", default=None,
                         help="landing root URI or path (default: settings.landing / $VISEARCH_LANDING)")
     parser.add_argument("--owner", default="local", help="owner_id of every image (default: local)")

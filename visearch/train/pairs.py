@@ -1,6 +1,6 @@
 """Training-pair mining arithmetic: click propensities, debiased click scores, hard negatives.
 
-Pure numpy/python, no Spark: ``jobs/build_pairs.py`` aggregates the logs with Spark and calls
+Pure numpy/python, no Spark: :mod:`visearch.train.pair_table` aggregates the logs with Spark and calls
 these functions on the aggregates.
 
 Position bias follows the position-based model (PBM): a result at position ``p`` is examined

@@ -1,4 +1,6 @@
-"""The procedural demo corpus: determinism, layout, ground truth, planted bad inputs, click model."""
+"""The procedural demo corpus end to end (generate_demo): determinism, layout, ground truth, planted bad
+inputs, click model, judgments, the demo-data command.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +11,15 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from visearch.core.storage import read_uri
-from visearch.demo.corpus import (
-    BAD_CLICK_KINDS,
-    BAD_MANIFEST_KINDS,
-    RELEVANCE_BY_GRADE,
-    UNUSUAL_KINDS,
-    _Image,
-    _pick,
-    generate_demo,
-    grade,
-    make_item,
-    png_bomb,
-    propensities,
-)
+from visearch.demo.corpus import generate_demo
+from visearch.demo.judgments import grade
+from visearch.demo.rendering import UNUSUAL_KINDS, make_item
+from visearch.demo.simulation import BAD_CLICK_KINDS, RELEVANCE_BY_GRADE, propensities
+from visearch.demo.uploads import BAD_MANIFEST_KINDS
 
 IMAGES, DAYS, SEED, SIZE = 60, 3, 7, 32
 
@@ -205,34 +198,6 @@ def test_demo__every_bad_kind_is_planted_where_the_truth_says(demo: Path, truth:
                     Image.open(path)
             else:
                 pytest.fail(f"unexpected kind {kind}")
-
-
-@pytest.mark.parametrize("size", [30, 5000])  # permuted whole; drawn without permuting the pool
-def test_pick__distinct_members_outside_the_exclusion_uniformly(size: int) -> None:
-    pool = [_Image(image_id=f"img-{i:05d}", serial=i, items=(i,), day=0, second=0, fmt="JPEG") for i in range(size)]
-    excluded = {f"img-{i:05d}" for i in range(0, size, 3)}
-    rng = np.random.default_rng(0)
-    hits: Counter[str] = Counter()
-    for _ in range(3000):
-        picked = _pick(pool, 5, rng, excluded)
-        ids = [p.image_id for p in picked]
-        assert len(ids) == 5 and len(set(ids)) == 5 and not set(ids) & excluded
-        hits.update(ids)
-    allowed = size - len(excluded)
-    assert set(hits) <= {p.image_id for p in pool} - excluded
-    if size == 30:  # every allowed member drawn about equally often
-        assert len(hits) == allowed and max(hits.values()) < 1.4 * min(hits.values())
-    assert _pick(pool, 5, rng, {p.image_id for p in pool}) == []
-    assert len(_pick(pool[:4], 10, rng, set())) == 4
-
-
-def test_png_bomb__declares_the_size_with_valid_crcs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
-    path = tmp_path / "bomb.png"
-    path.write_bytes(png_bomb())
-    with Image.open(path) as im:
-        assert im.size == (100_000, 100_000)
-        im.verify()  # chunk CRCs are checked here
 
 
 def test_demo__good_images_decode_as_recorded(demo: Path, truth: dict[str, Any]) -> None:

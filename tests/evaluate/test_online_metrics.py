@@ -1,4 +1,6 @@
-"""jobs.online_metrics on a hand-built interactions table: numbers checked by hand, reruns idempotent."""
+"""The online_metrics job (:mod:`visearch.evaluate.online_metrics`) on a hand-built interactions table:
+numbers checked by hand, reruns idempotent.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from jobs import online_metrics
+from jobs import online_metrics as job
 from visearch.core import tables as T
 from visearch.core.config import Settings
+from visearch.evaluate import online_metrics
 
 pytestmark = pytest.mark.spark
 
@@ -136,7 +139,7 @@ def test_online_metrics__main_prints_the_json_result(
     monkeypatch.setenv("VISEARCH_ARTIFACTS", settings.artifacts)
     monkeypatch.delenv("VISEARCH_CONFIG", raising=False)
 
-    assert online_metrics.main(["--ds", DS]) == 0
+    assert job.main(["--ds", DS]) == 0
 
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["job"] == "online_metrics"

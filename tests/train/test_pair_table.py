@@ -1,3 +1,7 @@
+"""The build_pairs job (:mod:`visearch.train.pair_table`) on hand-built tables: every pair source,
+the planted propensities recovered, bad labels quarantined, reruns identical.
+"""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -9,6 +13,7 @@ import pytest
 
 from visearch.core import tables as T
 from visearch.core.config import Settings
+from visearch.train.pair_table import run
 
 pytestmark = pytest.mark.spark
 DS = "2026-01-03"
@@ -53,7 +58,6 @@ def _pairs(spark: Any, settings: Settings) -> list[tuple[Any, ...]]:
 
 def test_build_pairs__sources_propensity_negatives_and_rerun(spark: Any, settings: Settings,
                                                              tmp_path: Path) -> None:
-    from jobs.build_pairs import run
 
     _seed_tables(spark, settings)
     labels = Path(settings.landing[len("file://"):]) / "labels"

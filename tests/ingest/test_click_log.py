@@ -1,4 +1,5 @@
-"""jobs.ingest_interactions on a hand-written click log: bad lines counted, dedupe, unknown images.
+"""The ingest_interactions job (:mod:`visearch.ingest.click_log`) on a hand-written click log:
+bad lines counted, dedupe, unknown images.
 
 Day 1: five good events (one about an image the lake does not know), an event delivered twice
 (the copy with the earlier ``ts`` is kept even though it comes later in the file), malformed
@@ -15,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from jobs import ingest_interactions
 from visearch.core import tables as T
 from visearch.core.config import Settings, load_settings
+from visearch.ingest import click_log
 
 DAY1, DAY2 = "2026-01-01", "2026-01-02"
 KNOWN_IMAGES = ("img-1", "img-2", "img-3", "img-del")
@@ -91,7 +92,7 @@ def runs(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     for step, ds in (("day1", DAY1), ("day1_again", DAY1), ("day2", DAY2), ("day2_again", DAY2),
                      ("day1_after_day2", DAY1)):
         out[step] = {
-            "result": ingest_interactions.run(settings, ds, spark=spark),
+            "result": click_log.run(settings, ds, spark=spark),
             "interactions": rows(spark, settings, T.SILVER_INTERACTIONS),
             "quarantine": rows(spark, settings, T.SILVER_QUARANTINE),
         }
@@ -165,13 +166,13 @@ def test_ingest_interactions__rerun_of_earlier_day_ignores_later_days(runs: dict
 
 
 def test_ingest_interactions__day_without_log_is_empty(spark: Any, settings: Settings) -> None:
-    result = ingest_interactions.run(settings, "2026-02-01", spark=spark)
+    result = click_log.run(settings, "2026-02-01", spark=spark)
     assert (result["files"], result["lines"], result["events"], result["quarantined_total"]) == (0, 0, 0, 0)
     assert T.read(spark, settings, T.SILVER_INTERACTIONS).count() == 0
 
 
 def test_ingest_interactions__rejects_bad_arguments(spark: Any, settings: Settings) -> None:
     with pytest.raises(ValueError, match="20260101"):
-        ingest_interactions.run(settings, "20260101", spark=spark)
+        click_log.run(settings, "20260101", spark=spark)
     with pytest.raises(ValueError, match="-1"):
-        ingest_interactions.run(settings, DAY1, spark=spark, lookback_days=-1)
+        click_log.run(settings, DAY1, spark=spark, lookback_days=-1)
