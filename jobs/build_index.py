@@ -20,8 +20,8 @@ from visearch.train.registry import CHAMPION
 
 def build_parser() -> argparse.ArgumentParser:
     """The job's options: ``--ds``, ``--config``, ``--mode``, ``--model-version``."""
-    parser = job_parser("Build the sharded Faiss index of the champion model's embeddings for a day; "
-                        "try: --ds 2026-01-01")
+    parser = job_parser("Build the sharded Faiss index of the champion model's embeddings for a day. "
+                        "Try: --ds 2026-01-01")
     parser.add_argument("--mode", choices=MODES, default="auto",
                         help="auto (default): incremental when the live build can be extended, else full")
     parser.add_argument("--model-version", default=None,

@@ -20,8 +20,8 @@ from visearch.index.publish import run
 
 def build_parser() -> argparse.ArgumentParser:
     """The job's options: ``--ds``, ``--config``, ``--build-id``."""
-    parser = job_parser("Validate the day's index build and point indexes/<name>/CURRENT at it; "
-                        "try: --ds 2026-01-01")
+    parser = job_parser("Validate the day's index build and point indexes/<name>/CURRENT at it. "
+                        "Try: --ds 2026-01-01")
     parser.add_argument("--build-id", default=None,
                         help="publish this build (default: the newest build created for --ds)")
     return parser

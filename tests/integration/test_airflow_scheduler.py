@@ -39,6 +39,7 @@ import pytest
 from tests.support.airflow_services import AirflowServices, DagRunRow, http_ok, wait_for
 from tests.support.postgres import start_postgres
 from tests.support.s3proxy import free_port
+from visearch.orchestration.pipeline import NIGHTLY, library_run
 
 DAG_ID = "visearch_nightly"
 BACKFILL_DAYS = ("2026-01-01", "2026-01-02")
@@ -59,9 +60,7 @@ KNOBS = {
 # Short-lived JVMs on tiny data: the C1 compiler alone halves their CPU time. Test-time only.
 FAST_JVM = ("-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData"
             " -XX:+UnlockDiagnosticVMOptions -XX:-BytecodeVerificationRemote")
-# Run order of the nightly chain (the DAG's dependencies, one valid topological order).
-PIPELINE = ("ingest_images", "ingest_interactions", "online_metrics", "quality_gate", "build_pairs", "train",
-            "evaluate", "promote", "embed", "build_index", "publish_index")
+PIPELINE = NIGHTLY  # run order of the nightly chain (the DAG's dependencies, one valid topological order)
 RUN_TIMEOUT_S = 900.0
 # Wall-clock values: when a file was written, how long stages took, measured search latencies,
 # training throughput. Everything else must be equal.
@@ -122,13 +121,10 @@ def _snapshot(spark: Any, settings: Any) -> dict[str, Any]:
 
 def _run_reference(spark: Any, settings: Any, days: tuple[str, ...]) -> None:
     """The nightly chain day by day, in-process, with the DAG's arguments (train: --retrain-every 1)."""
-    import importlib
-
     kwargs: dict[str, dict[str, Any]] = {"train": {"retrain_every": 1}, "embed": {"model_version": "CHAMPION"}}
     for ds in days:
         for name in PIPELINE:
-            job = importlib.import_module(f"jobs.{name}")
-            job.run(settings, ds, spark=spark, **kwargs.get(name, {}))
+            library_run(name)(settings, ds, spark=spark, **kwargs.get(name, {}))
 
 
 def _wait_run(services: AirflowServices, home: Path, pick: Any, what: str) -> DagRunRow:

@@ -37,6 +37,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from visearch.orchestration.pipeline import LIBRARY, NIGHTLY
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZES = (1000, 4000, 16000, 64000)
@@ -47,18 +49,10 @@ MIN_TAIL_SECONDS = 1.0
 """The last-step exponent is only judged when both of its times are at least this long (noise)."""
 DEMO = "demo"
 
-# (stage, module): the nightly DAG's jobs in order; the demo generator comes first.
+# (stage, module): the nightly DAG's jobs in order (their library modules); the demo generator comes first.
 STAGES: tuple[tuple[str, str], ...] = (
     (DEMO, "visearch.demo.corpus"),
-    ("ingest_images", "visearch.ingest.images"),
-    ("ingest_interactions", "visearch.ingest.click_log"),
-    ("build_pairs", "visearch.train.pair_table"),
-    ("train", "visearch.train.train_day"),
-    ("evaluate", "visearch.evaluate.evaluate_day"),
-    ("promote", "visearch.evaluate.promote_day"),
-    ("embed", "visearch.embed.embed_day"),
-    ("build_index", "visearch.index.build"),
-    ("publish_index", "visearch.index.publish"),
+    *((job, LIBRARY[job]) for job in NIGHTLY if job not in ("online_metrics", "quality_gate")),
 )
 
 OK = "ok"
