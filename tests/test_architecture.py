@@ -121,3 +121,16 @@ def test_dags__import_only_orchestration_and_nothing_heavy_at_module_level() -> 
                 assert not name.startswith(HEAVY), f"{path.name}:{node.lineno} imports {name} at module level"
                 if name.startswith("visearch"):
                     assert name.startswith("visearch.orchestration"), f"{path.name}:{node.lineno} imports {name}"
+
+
+def test_architecture_doc__lists_every_module_under_its_stage() -> None:
+    doc = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    listed: set[str] = set()
+    stage = ""
+    for line in doc.splitlines():
+        if line.startswith("### `") and line.endswith("/`"):
+            stage = line.removeprefix("### `").removesuffix("/`")
+        elif line.startswith("- `") and stage:
+            listed.add(f"{stage}/{line.split('`')[1]}")
+    modules = {f"{p.parent.name}/{p.stem}" for p in PACKAGE.glob("*/*.py") if p.stem != "__init__"}
+    assert modules == listed
