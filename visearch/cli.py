@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from visearch.core.jobrun import setup_logging
+from visearch.core.jobrun import StrictArgumentParser, setup_logging
 
 # command -> (module exposing add_cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s module is imported to register its options."""
     epilog = "commands:\n" + "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items())
-    parser = argparse.ArgumentParser(
+    parser = StrictArgumentParser(
         prog="visearch",
         description="visearch: keep a visual-search index fresh (see README.md)",
         epilog=epilog,

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from visearch.core.jobrun import StrictArgumentParser
+
 log = logging.getLogger(__name__)
 
 BENCHES: dict[str, str] = {
@@ -89,7 +91,7 @@ def _run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def all_arguments(name: str, out: str, quick: bool) -> argparse.Namespace:
     """The arguments ``bench all`` runs benchmark ``name`` with: its defaults plus ``ALL_EXTRA``."""
     module = importlib.import_module(f"visearch.bench.{name}")
-    parser = argparse.ArgumentParser()
+    parser = StrictArgumentParser()
     parser.add_argument("--out", default=out)
     module.add_arguments(parser)
     return parser.parse_args(["--out", out, *(["--quick"] if quick else []), *ALL_EXTRA.get(name, ())])

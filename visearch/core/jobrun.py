@@ -72,9 +72,21 @@ def positive_int(value: str) -> int:
     return number
 
 
+class StrictArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that never accepts an abbreviated option (``--model`` for ``--model-version``).
+
+    Subparsers made from it are of the same class (argparse's default ``parser_class``), so a
+    whole command tree built from one root is strict.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def job_parser(description: str, *, needs_ds: bool = True) -> argparse.ArgumentParser:
     """An argument parser with the options every job takes (``--ds``, ``--config``)."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    parser = StrictArgumentParser(description=description)
     if needs_ds:
         parser.add_argument("--ds", required=True, type=parse_ds,
                             help="logical date of the run, YYYY-MM-DD (Airflow passes {{ ds }})")
