@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,13 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
+def _manifests(landing: Path, ds: str = DS) -> list[Path]:
+    return sorted((landing / f"manifests/ds={ds}").glob("*.jsonl"))
+
+
 def _manifest(landing: Path, ds: str = DS) -> list[dict[str, Any]]:
-    text = (landing / f"manifests/ds={ds}/uploads.jsonl").read_text()
+    """The lines of the day's newest manifest."""
+    text = _manifests(landing, ds)[-1].read_text()
     return [json.loads(line) for line in text.splitlines()]
 
 
@@ -60,20 +66,24 @@ def test_land_folder__one_line_per_image_with_stable_ids_and_readable_uris(
         assert row["tags"] == list(Path(name).parent.parts)
         assert row["upload_ts"] == f"{DS}T00:00:00Z"
         assert (row["owner_id"], row["is_private"], row["action"]) == ("local", False, "upsert")
-    assert summary.manifest_uri == file_uri(landing.resolve() / f"manifests/ds={DS}/uploads.jsonl")
+    (manifest,) = _manifests(landing)
+    assert summary.manifest_uri == file_uri(manifest.resolve())
+    assert re.fullmatch(r"uploads-\d{8}T\d{12}Z-[0-9a-f]{12}\.jsonl", manifest.name)
 
 
-def test_land_folder__rerun_writes_the_same_bytes_and_a_moved_folder_keeps_its_ids(
+def test_land_folder__rerun_keeps_the_same_manifest_and_a_moved_folder_keeps_its_ids(
     folder: Path, tmp_path: Path
 ) -> None:
     landing = tmp_path / "landing"
-    key = landing / f"manifests/ds={DS}/uploads.jsonl"
-    land_folder(folder, DS, landing=str(landing))
+    summary = land_folder(folder, DS, landing=str(landing))
+    (key,) = _manifests(landing)
     first = key.read_bytes()
-    land_folder(folder, DS, landing=str(landing))
-    assert key.read_bytes() == first
+    again = land_folder(folder, DS, landing=str(landing))
+    assert (again.manifest_uri, again.manifest_reused, summary.manifest_reused) == (summary.manifest_uri, True, False)
+    assert _manifests(landing) == [key] and key.read_bytes() == first
     moved = shutil.move(folder, tmp_path / "elsewhere" / "renamed")
     land_folder(moved, DS, landing=str(landing))
+    assert len(_manifests(landing)) == 2  # new URIs: a new manifest, named after the first
     ids = [json.loads(x)["image_id"] for x in first.splitlines()]
     assert [r["image_id"] for r in _manifest(landing)] == ids
     assert all("/elsewhere/renamed/" in r["uri"] for r in _manifest(landing))
@@ -174,8 +184,9 @@ def test_land_folder__to_an_s3_landing_with_copies(folder: Path, s3_server: Any)
     s3_server.create_bucket("land-test")
     summary = land_folder(folder, DS, landing="s3://land-test/landing", copy=True)
     store = open_store("s3://land-test/landing")
-    rows = [json.loads(x) for x in store.get_text(f"manifests/ds={DS}/uploads.jsonl").splitlines()]
-    assert summary.manifest_uri == f"s3://land-test/landing/manifests/ds={DS}/uploads.jsonl"
+    (key,) = store.list(f"manifests/ds={DS}/")
+    rows = [json.loads(x) for x in store.get_text(key).splitlines()]
+    assert summary.manifest_uri == store.uri(key) and key.endswith(".jsonl")
     originals = {stable_image_id(n): (folder / n).read_bytes() for n in IMAGE_FILES}
     assert len(rows) == len(IMAGE_FILES)
     for row in rows:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from visearch.core.config import settings_from_json as settings_from_json
     from visearch.core.config import to_uri as to_uri
     from visearch.core.jobrun import JobContext as JobContext
+    from visearch.core.jobrun import StrictArgumentParser as StrictArgumentParser
     from visearch.core.jobrun import check_ds as check_ds
     from visearch.core.jobrun import job_parser as job_parser
     from visearch.core.jobrun import parse_ds as parse_ds
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from visearch.core.spark import to_spark_path as to_spark_path
     from visearch.core.storage import LocalStore as LocalStore
     from visearch.core.storage import ObjectStore as ObjectStore
+    from visearch.core.storage import StorageError as StorageError
     from visearch.core.storage import join as join
     from visearch.core.storage import make_s3_client as make_s3_client
     from visearch.core.storage import open_store as open_store
@@ -57,6 +59,7 @@ _EXPORTS = {
     "settings_from_json": "config",
     "to_uri": "config",
     "JobContext": "jobrun",
+    "StrictArgumentParser": "jobrun",
     "check_ds": "jobrun",
     "job_parser": "jobrun",
     "parse_ds": "jobrun",
@@ -71,6 +74,7 @@ _EXPORTS = {
     "to_spark_path": "spark",
     "LocalStore": "storage",
     "ObjectStore": "storage",
+    "StorageError": "storage",
     "join": "storage",
     "make_s3_client": "storage",
     "open_store": "storage",

@@ -75,12 +75,19 @@ class S3Settings:
 
 @dataclass(frozen=True)
 class IngestSettings:
-    """Image validation limits."""
+    """Image validation limits, and where manifest URIs may point.
+
+    ``allowed_uri_prefixes``: ``file://`` / ``s3://`` URIs (or absolute paths) under which a
+    manifest ``uri`` must lie, e.g. ``VISEARCH_INGEST__ALLOWED_URI_PREFIXES=s3://photos/,/data/pics``.
+    Empty (the default) means the landing root and the folders ``visearch land`` landed in place.
+    A URI anywhere else is quarantined as ``bad_value:uri`` without being read.
+    """
 
     max_pixels: int = 50_000_000
     allowed_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
     max_bytes: int = 64 * 1024 * 1024
     quarantine_share_max: float = 0.2
+    allowed_uri_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,34 @@ from visearch.core.config import S3Settings
 log = logging.getLogger(__name__)
 
 _CHUNK = 8 * 1024 * 1024
+# S3 error codes that mean "there is no such object" (the key, or the bucket holding it).
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
+
+
+class StorageError(OSError):
+    """A storage request that failed for a reason other than a missing object.
+
+    ``code`` is the storage's own name for it (``AccessDenied``, ``InvalidBucketName``,
+    ``ParamValidationError``, ``EndpointConnectionError``...), for the quarantine's detail.
+    """
+
+    def __init__(self, uri: str, code: str, message: str) -> None:
+        super().__init__(f"{code} on {uri}: {message}")
+        self.uri = uri
+        self.code = code
+
+
+def _s3_failure(uri: str, exc: Exception) -> OSError:
+    """A botocore error as FileNotFoundError (missing key or bucket) or :class:`StorageError`."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
+        if code in _MISSING_CODES:
+            return FileNotFoundError(f"{uri} ({code})")
+        return StorageError(uri, code, str(error.get("Message") or exc)[:300])
+    return StorageError(uri, type(exc).__name__, str(exc)[:300])
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -79,6 +107,24 @@ class ObjectStore(ABC):
 
         Raises:
             FileNotFoundError: when the key does not exist.
+        """
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The size in bytes of an object, without reading it (a stat, or an S3 HEAD).
+
+        Raises:
+            FileNotFoundError: when the key does not exist.
+            StorageError: for any other failure of the storage.
+        """
+
+    @abstractmethod
+    def get_head(self, key: str, limit: int) -> bytes:
+        """At most ``limit`` bytes from the start of an object (a ranged GET on S3).
+
+        Raises:
+            FileNotFoundError: when the key does not exist.
+            StorageError: for any other failure of the storage.
         """
 
     @abstractmethod
@@ -194,6 +240,19 @@ class LocalStore(ObjectStore):
         shutil.copyfile(src, dst)
         return dst
 
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(self.uri(key))
+        return path.stat().st_size
+
+    def get_head(self, key: str, limit: int) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(self.uri(key))
+        with open(path, "rb") as handle:
+            return handle.read(limit)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -246,6 +305,27 @@ class S3Store(ObjectStore):
         except self.client.exceptions.NoSuchKey as exc:
             raise FileNotFoundError(self.uri(key)) from exc
         body: bytes = response["Body"].read()
+        return body
+
+    def size(self, key: str) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise _s3_failure(self.uri(key), exc) from exc
+        return int(response["ContentLength"])
+
+    def get_head(self, key: str, limit: int) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if limit <= 0:
+            return b""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes=0-{limit - 1}")
+            body: bytes = response["Body"].read(limit)
+        except (ClientError, BotoCoreError) as exc:
+            raise _s3_failure(self.uri(key), exc) from exc
         return body
 
     def get_file(self, key: str, path: str | Path) -> Path:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from visearch.ingest.interactions import Event as Event
     from visearch.ingest.interactions import event_id_of as event_id_of
     from visearch.ingest.interactions import parse_event as parse_event
+    from visearch.ingest.landing import allowed_uri_prefixes as allowed_uri_prefixes
     from visearch.ingest.landing import file_uri as file_uri
     from visearch.ingest.landing import find_images as find_images
     from visearch.ingest.landing import land_folder as land_folder
@@ -42,6 +43,7 @@ _EXPORTS = {
     "Event": "interactions",
     "event_id_of": "interactions",
     "parse_event": "interactions",
+    "allowed_uri_prefixes": "landing",
     "file_uri": "landing",
     "find_images": "landing",
     "land_folder": "landing",

@@ -2,14 +2,19 @@
 
 What ``jobs/ingest_images.py`` runs. Steps for a day ``ds``:
 
-1. Read ``<landing>/manifests/ds=<ds>/*.jsonl`` (file name and line number kept). No folder or
-   no file means a day without uploads: legal, logged, and the day's rows are emptied.
+1. Read every ``<landing>/manifests/ds=<ds>/*.jsonl`` (file name and line number kept; ``visearch
+   land`` writes one ``uploads-<run>.jsonl`` per run, named in run order). No folder or no file
+   means a day without uploads: legal, logged, and the day's rows are emptied.
 2. Parse every line (:func:`visearch.ingest.validation.parse_upload`); a bad line goes to
    ``silver.quarantine`` (source ``images_manifest``, record ``line:<file>:<n>``) with its reason.
-3. One image_id appearing on several lines: the last line wins (files in name order, then line
-   order); the others are quarantined as ``duplicate_image_id``.
+   A ``uri`` outside the allowed prefixes
+   (:func:`visearch.ingest.landing.allowed_uri_prefixes`) is ``bad_value:uri`` and never read.
+3. One image_id appearing on several lines: the last line wins (files in byte order of their
+   names, then line order; a total order, so reruns agree); the others are quarantined as
+   ``duplicate_image_id``.
 4. ``bronze.images_raw``: the kept lines, the ds partition replaced.
-5. Upserts: executors read each image (:func:`visearch.ingest.validation.validate_uri`) and validate it.
+5. Upserts: executors size, read (:func:`visearch.ingest.validation.validate_uri`) and validate each
+   image; a storage error is this image's quarantine row, never the day's failure.
    Valid ones become ``status = 'ok'`` rows of ``silver.images``; rejected ones become
    ``status = 'quarantined'`` rows (so that an earlier good version stops being served) and go to
    the quarantine with source ``image``, record ``image_id``, and the reason.
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +40,7 @@ from visearch.core import tables as T
 from visearch.core.config import IngestSettings, S3Settings, Settings
 from visearch.core.jobrun import check_ds
 from visearch.core.timing import StageTimer
+from visearch.ingest.landing import allowed_uri_prefixes
 from visearch.ingest.lines import landing_files, read_lines
 from visearch.ingest.validation import (
     DUPLICATE_IMAGE_ID,
@@ -74,10 +80,11 @@ UPDATE_CONDITION = (
 )
 
 
-def parse_manifest_lines(rows: Iterable[Row]) -> Iterator[tuple[Any, ...]]:
+def parse_manifest_lines(rows: Iterable[Row], *,
+                         allowed_uri_prefixes: Collection[str] | None = None) -> Iterator[tuple[Any, ...]]:
     """Executor side: ``(file, line_no, line)`` rows to :data:`PARSED_SCHEMA` tuples."""
     for row in rows:
-        record = parse_upload(row["line"])
+        record = parse_upload(row["line"], allowed_uri_prefixes)
         raw = row["line"][:RAW_MAX_CHARS]
         if isinstance(record, Rejection):
             yield (row["file"], row["line_no"], raw, None, None, None, None, None, None, None,
@@ -138,7 +145,10 @@ def run(settings: Settings, ds: str, *, spark: SparkSession | None = None, timer
             log.warning("no upload manifest for ds=%s under %s/manifests/: a day without uploads",
                         ds, settings.landing)
         lines = read_lines(spark, files)
-        parsed = spark.createDataFrame(lines.rdd.mapPartitions(parse_manifest_lines), PARSED_SCHEMA)
+        prefixes = allowed_uri_prefixes(settings)
+        log.info("manifest URIs allowed under %s", prefixes)
+        parse = partial(parse_manifest_lines, allowed_uri_prefixes=tuple(prefixes))
+        parsed = spark.createDataFrame(lines.rdd.mapPartitions(parse), PARSED_SCHEMA)
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
         manifest_lines = parsed.count()
 

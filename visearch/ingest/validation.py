@@ -26,7 +26,16 @@ hash is then taken from that small image. Other formats are decoded in full and 
 compares against: full-resolution decode, hash from the full image. The test suite checks that
 both give the same verdict on damaged files and hashes within a few bits.
 
-``missing_file`` and ``unreadable`` come from :func:`validate_uri`, which reads the bytes first.
+:func:`validate_uri` asks the storage for the object's size (a stat, or an S3 HEAD) before reading
+anything: a missing object (or bucket) is ``missing_file``, an empty one ``empty_file``, one over
+``max_bytes`` ``too_large_bytes`` without a byte read; then it reads at most ``max_bytes + 1``
+bytes. Any other storage failure (AccessDenied, a bad bucket name, a directory, no permission,
+a network error after the retries) is ``unreadable`` with the storage's error code in the
+detail: one image's problem never stops the day.
+
+Manifest URIs must lie under an allowed prefix (:func:`uri_allowed`, given to
+:func:`parse_upload` by the ingest), else the line is ``bad_value:uri``. Rejection details
+never echo the bytes of a file.
 
 Records — :class:`Fields` reads typed fields out of one JSON line and raises
 :class:`RecordRejected` with reasons ``malformed_json``, ``missing_field:<name>``,
@@ -40,17 +49,19 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import warnings
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from visearch.core.config import S3Settings
-from visearch.core.storage import ObjectStore, open_store, read_uri, sha256_bytes, split_uri
+from visearch.core.storage import ObjectStore, StorageError, open_store, read_uri, sha256_bytes, split_uri
 from visearch.ingest.phash import EXIF_TRANSPOSE, MIN_PRESHRINK_SIDE, phash
 
 log = logging.getLogger(__name__)
@@ -191,8 +202,7 @@ def validate_image(
         except Image.DecompressionBombError as exc:
             return Rejection(DECOMPRESSION_BOMB, f"declared size refused at open: {exc}")
         except UnidentifiedImageError:
-            return Rejection(NOT_AN_IMAGE,
-                             f"no image format recognised; {len(data)} bytes starting {data[:12]!r}")
+            return Rejection(NOT_AN_IMAGE, f"no image format recognised in {len(data)} bytes")
         except MemoryError:
             raise
         except Exception as exc:  # untrusted bytes meet a parser: any failure means a bad header
@@ -262,24 +272,75 @@ def validate_uri(
     s3: S3Settings | None = None,
     fast: bool = True,
 ) -> ImageInfo | Rejection:
-    """Read an image by URI and :func:`validate_image` it.
+    """Size, read and :func:`validate_image` an image by URI; never raises for a storage failure.
 
-    A missing object is ``missing_file``; a path that cannot be read as a file (a directory, no
-    permission, an unsupported scheme) is ``unreadable``. Other errors (network, credentials)
-    propagate: they are not the image's fault and the job's retry should see them.
+    The size is asked first (stat or HEAD): ``missing_file`` (no such object or bucket),
+    ``empty_file``, ``too_large_bytes`` come without reading; then at most ``max_bytes + 1``
+    bytes are read (a file that grew in between is still caught). Every other storage error is
+    ``unreadable`` with its code (see the module docstring).
 
     Raises:
         ValueError: for bad limits (see :func:`validate_image`).
-        botocore.exceptions.ClientError: for S3 errors other than a missing key.
     """
+    if max_bytes <= 0:
+        raise ValueError(f"limits must be positive, got max_bytes={max_bytes}")
     try:
-        data = read_image_bytes(uri, s3)
-    except FileNotFoundError:
-        return Rejection(MISSING_FILE, f"no object at {uri}")
-    except (IsADirectoryError, NotADirectoryError, PermissionError, ValueError) as exc:
-        return Rejection(UNREADABLE, f"{type(exc).__name__}: {exc}")
+        root, key = split_uri(uri)
+        store = _store(root, s3)
+        size = store.size(key)
+        if size == 0:
+            return Rejection(EMPTY_FILE, "0 bytes")
+        if size > max_bytes:
+            return Rejection(TOO_LARGE_BYTES, f"{size} bytes > max_bytes={max_bytes} (not read)")
+        data = store.get_head(key, max_bytes + 1)
+    except FileNotFoundError as exc:
+        return Rejection(MISSING_FILE, f"no object at {uri}: {exc}"[:400])
+    except StorageError as exc:
+        return Rejection(UNREADABLE, f"{exc.code}: {exc}"[:400])
+    except (OSError, ValueError) as exc:  # a directory, no permission, a key escaping its root...
+        return Rejection(UNREADABLE, f"{type(exc).__name__}: {exc}"[:400])
+    except Exception as exc:  # e.g. a client that cannot be built: still this row's problem only
+        return Rejection(UNREADABLE, f"{type(exc).__name__}: {exc}"[:400])
     return validate_image(data, max_pixels=max_pixels, allowed_formats=allowed_formats,
                           max_bytes=max_bytes, fast=fast)
+
+
+def canonical_uri(uri: str) -> str | None:
+    """The form an object URI is compared in against allowed prefixes; None when it has none.
+
+    ``s3a://`` becomes ``s3://``; a ``file://`` URI (no host, or ``localhost``) or an absolute path
+    becomes ``file://`` + its real path, with ``..`` and every symbolic link resolved, so that
+    neither can lead out of an allowed folder. An S3 key with a ``.`` or ``..`` segment has none.
+    """
+    if uri.startswith(("s3://", "s3a://")):
+        parsed = urlparse("s3://" + uri.split("://", 1)[1])
+        if not parsed.netloc or any(part in (".", "..") for part in parsed.path.split("/")):
+            return None
+        return f"s3://{parsed.netloc}{parsed.path}"
+    if uri.startswith("file://"):
+        parsed = urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):
+            return None
+        path = unquote(parsed.path)
+    elif uri.startswith("/"):
+        path = uri
+    else:
+        return None
+    if "\x00" in path or not path.startswith("/"):
+        return None
+    return "file://" + os.path.realpath(path)
+
+
+def uri_allowed(uri: str, prefixes: Collection[str]) -> bool:
+    """Whether ``uri`` lies under one of ``prefixes`` (whole path segments; see :func:`canonical_uri`)."""
+    target = canonical_uri(uri)
+    if target is None:
+        return False
+    for prefix in prefixes:
+        base = canonical_uri(prefix)
+        if base is not None and target.startswith(base.rstrip("/") + "/"):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,13 +496,14 @@ class UploadRecord:
     is_private: bool | None
 
 
-def parse_upload(line: str) -> UploadRecord | Rejection:
+def parse_upload(line: str, allowed_uri_prefixes: Collection[str] | None = None) -> UploadRecord | Rejection:
     """Validate one upload-manifest line.
 
     Fields: ``image_id`` and ``action`` (upsert | delete | set_private | set_public) always;
     ``uri`` (``file://``, ``s3://`` or an absolute path), ``owner_id`` and ``upload_ts`` for an
     upsert; ``tags`` (array of strings, default empty) and ``is_private`` (default false) optional.
-    Fields present on other actions are type-checked too.
+    Fields present on other actions are type-checked too. When ``allowed_uri_prefixes`` is given
+    (the ingest always gives it), a ``uri`` outside them is ``bad_value:uri`` (:func:`uri_allowed`).
     """
     try:
         fields = Fields(load_json_object(line))
@@ -453,6 +515,12 @@ def parse_upload(line: str) -> UploadRecord | Rejection:
             raise RecordRejected(
                 Rejection(bad_value("uri"),
                           f"uri must be file://, s3:// or an absolute path, got {uri!r:.80}")
+            )
+        if uri is not None and allowed_uri_prefixes is not None and not uri_allowed(uri, allowed_uri_prefixes):
+            raise RecordRejected(
+                Rejection(bad_value("uri"),
+                          f"uri {uri!r:.120} is outside the allowed prefixes (ingest.allowed_uri_prefixes: "
+                          "by default the landing root and the folders landed)")
             )
         owner_id = fields.string("owner_id") if upsert or fields.has("owner_id") else None
         upload_ts = fields.timestamp("upload_ts") if upsert or fields.has("upload_ts") else None
