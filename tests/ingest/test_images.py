@@ -24,7 +24,7 @@ from visearch.core.config import Settings, load_settings
 from visearch.core.storage import sha256_bytes
 from visearch.ingest import images as ingest
 
-DAY1, DAY2, DAY3 = "2026-01-01", "2026-01-02", "2026-01-03"
+DAY1, DAY2, DAY3, DAY4 = "2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"
 
 
 def snapshot(spark: Any, settings: Settings, table: T.Table) -> list[str]:
@@ -116,6 +116,33 @@ def build_landing(root: Path) -> Landing:
     return landing
 
 
+def land_day4(root: Path, settings: Settings) -> dict[str, bytes]:
+    """Day 4, through ``visearch land``: two runs on the same day (folder B re-lands ``b.jpg`` with
+    new bytes, so its line comes last and wins), and a hand-written manifest whose URIs lead out of
+    the allowed prefixes: a file that was never landed, ``/etc/hostname``, and a link inside the
+    landing root that points at that file. Returns the bytes of each landed file by id."""
+    from visearch.ingest.landing import land_folder, stable_image_id
+
+    files = {"A/cats/a.jpg": I.jpeg(20), "A/b.jpg": I.jpeg(21), "B/b.jpg": I.jpeg(22), "B/c.png": I.png(23),
+             "outside/secret.jpg": I.jpeg(24)}
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    first = land_folder(root / "A", DAY4, settings=settings)
+    second = land_folder(root / "B", DAY4, settings=settings)
+    assert first.manifest_uri < second.manifest_uri  # names sort in run order
+    link = root / "landing" / "images" / "link.jpg"
+    link.symlink_to(root / "outside" / "secret.jpg")
+    secret = f"file://{root / 'outside' / 'secret.jpg'}"
+    lines = [upsert("leak-file", secret), upsert("leak-etc", "file:///etc/hostname"),
+             upsert("leak-link", f"file://{link}"),
+             upsert("leak-dotdot", f"file://{root / 'landing' / 'images' / '..' / '..' / 'outside' / 'secret.jpg'}")]
+    folder = root / "landing" / "manifests" / f"ds={DAY4}"
+    (folder / "uploads-0-by-hand.jsonl").write_text("\n".join(lines) + "\n")
+    return {stable_image_id("cats/a.jpg"): files["A/cats/a.jpg"], stable_image_id("b.jpg"): files["B/b.jpg"],
+            stable_image_id("c.png"): files["B/c.png"]}
+
+
 @dataclass
 class Runs:
     settings: Settings
@@ -123,6 +150,7 @@ class Runs:
     results: dict[str, dict[str, Any]]
     snapshots: dict[str, dict[str, list[str]]]
     silver: dict[str, dict[str, dict[str, Any]]]
+    day4: dict[str, bytes]
 
 
 TABLES = (T.BRONZE_IMAGES_RAW, T.SILVER_IMAGES, T.SILVER_QUARANTINE)
@@ -136,15 +164,16 @@ def runs(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Runs:
                                   "VISEARCH_LAKE": str(root / "lake"),
                                   "VISEARCH_ARTIFACTS": str(root / "artifacts")})
     landing = build_landing(root / "landing")
+    day4 = land_day4(root, settings)
     results: dict[str, dict[str, Any]] = {}
     snapshots: dict[str, dict[str, list[str]]] = {}
     silver: dict[str, dict[str, dict[str, Any]]] = {}
     for step, ds in (("day1", DAY1), ("day1_again", DAY1), ("day2", DAY2), ("day2_again", DAY2),
-                     ("day1_backfill", DAY1)):
+                     ("day1_backfill", DAY1), ("day4", DAY4), ("day4_again", DAY4)):
         results[step] = ingest.run(settings, ds, spark=spark, images_per_task=4)
         snapshots[step] = {t.name: snapshot(spark, settings, t) for t in TABLES}
         silver[step] = silver_by_id(spark, settings)
-    return Runs(settings, landing, results, snapshots, silver)
+    return Runs(settings, landing, results, snapshots, silver, day4)
 
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -246,9 +275,28 @@ def test_ingest_images__main_on_day_without_manifest(runs: Runs, spark: Any, mon
     counts = (result["manifest_files"], result["manifest_lines"], result["bronze_rows"], result["ok"],
               result["quarantined_total"])
     assert counts == (0, 0, 0, 0, 0)
-    assert snapshot(spark, runs.settings, T.SILVER_IMAGES) == runs.snapshots["day1_backfill"]["silver.images"]
+    assert snapshot(spark, runs.settings, T.SILVER_IMAGES) == runs.snapshots["day4_again"]["silver.images"]
 
 
 def test_ingest_images__rejects_bad_ds(spark: Any, settings: Settings) -> None:
     with pytest.raises(ValueError, match="2026-1-1"):
         ingest.run(settings, "2026-1-1", spark=spark)
+
+
+def test_ingest_images__two_land_runs_on_a_day_both_arrive_and_the_later_wins(runs: Runs) -> None:
+    result = runs.results["day4"]
+    assert result["manifest_files"] == 3 and result["ok"] == 3
+    silver = runs.silver["day4"]
+    for image_id, data in runs.day4.items():
+        assert silver[image_id]["status"] == "ok" and silver[image_id]["sha256"] == sha256_bytes(data)
+    assert runs.snapshots["day4_again"] == runs.snapshots["day4"]  # several manifests, rerun identical
+
+
+def test_ingest_images__uris_outside_the_allowed_prefixes_are_never_read(runs: Runs) -> None:
+    result = runs.results["day4"]
+    assert result["quarantined"] == {"bad_value:uri": 4, "duplicate_image_id": 1}
+    quarantine = [json.loads(r) for r in runs.snapshots["day4"]["silver.quarantine"]]
+    leaks = [q for q in quarantine if q["reason"] == "bad_value:uri"]
+    assert {q["record_id"] for q in leaks} == {f"line:uploads-0-by-hand.jsonl:{n}" for n in (1, 2, 3, 4)}
+    assert all("outside the allowed prefixes" in q["detail"] for q in leaks)
+    assert not {"leak-file", "leak-etc", "leak-link", "leak-dotdot"} & set(runs.silver["day4"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -11,9 +12,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from visearch.core.config import Settings
+from visearch.core.config import Settings, load_settings
 from visearch.core.storage import read_uri
-from visearch.ingest.landing import file_uri, find_images, land_folder, stable_image_id
+from visearch.ingest.landing import allowed_uri_prefixes, file_uri, find_images, land_folder, stable_image_id
 
 DS = "2026-02-03"
 IMAGE_FILES = (
@@ -192,3 +193,92 @@ def test_land_folder__to_an_s3_landing_with_copies(folder: Path, s3_server: Any)
     for row in rows:
         assert row["uri"].startswith("s3://land-test/landing/images/pictures/")
         assert read_uri(row["uri"]) == originals[row["image_id"]]
+
+
+def test_land_folder__a_second_run_on_the_same_day_adds_its_own_manifest(folder: Path, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    other = tmp_path / "more"
+    other.mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(other / "new.png")
+    first = land_folder(folder, DS, landing=str(landing))
+    second = land_folder(other, DS, landing=str(landing))
+    manifests = _manifests(landing)
+    assert [file_uri(m.resolve()) for m in manifests] == [first.manifest_uri, second.manifest_uri]
+    assert len(manifests[0].read_text().splitlines()) == len(IMAGE_FILES)  # the first run's images stay
+
+
+@pytest.fixture
+def linked(folder: Path, tmp_path: Path) -> Path:
+    """``folder`` plus links: to a file outside, to a folder outside, to itself, and one inside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"SECRET outside the folder")
+    (folder / "leak.jpg").symlink_to(outside / "secret.jpg")
+    (folder / "hostname.jpg").symlink_to("/etc/hostname")
+    (folder / "elsewhere").symlink_to(outside, target_is_directory=True)
+    (folder / "cats" / "loop").symlink_to(folder, target_is_directory=True)
+    Image.new("RGB", (8, 8)).save(folder / ".store.png")  # hidden, so only the link lands it
+    (folder / "alias.png").symlink_to(folder / ".store.png")
+    return folder
+
+
+def test_land_folder__links_are_skipped_and_nothing_outside_is_copied(linked: Path, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    summary = land_folder(linked, DS, landing=str(landing), copy=True)
+    assert (summary.images, summary.skipped_links) == (len(IMAGE_FILES), 5)
+    copied = [p.read_bytes() for p in (landing / "images").rglob("*") if p.is_file()]
+    assert len(copied) == len(IMAGE_FILES) and not any(b"SECRET" in data for data in copied)
+
+
+def test_land_folder__follow_links_follows_only_links_inside_the_folder(linked: Path, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    summary = land_folder(linked, DS, landing=str(landing), copy=True, follow_links=True)
+    # alias.png is followed; the two links out, the folder out and the loop are not.
+    assert (summary.images, summary.skipped_links) == (len(IMAGE_FILES) + 1, 4)
+    rows = {r["image_id"]: r for r in _manifest(landing)}
+    assert read_uri(rows[stable_image_id("alias.png")]["uri"]) == (linked / ".store.png").read_bytes()
+    copied = [p.read_bytes() for p in (landing / "images").rglob("*") if p.is_file()]
+    assert not any(b"SECRET" in data for data in copied)
+
+
+def test_cli_land__skips_names_that_are_not_utf8_with_a_warning(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from visearch.cli import main
+
+    raw = os.fsencode(folder)
+    with open(raw + b"/bad-\xff.jpg", "wb") as handle:
+        Image.new("RGB", (8, 8)).save(handle, "JPEG")
+    os.mkdir(raw + b"/dir-\xfe")
+    with open(raw + b"/dir-\xfe/inside.png", "wb") as handle:
+        Image.new("RGB", (8, 8)).save(handle, "PNG")
+    assert main(["land", "--images", str(folder), "--ds", DS, "--landing", str(tmp_path / "l")]) == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert (summary["images"], summary["skipped_names"]) == (len(IMAGE_FILES), 2)
+    assert "skipped 2 files or folders whose names are not UTF-8" in out.err
+
+
+def test_cli_land__a_bad_folder_is_a_message_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from visearch.cli import main
+
+    assert main(["land", "--images", str(tmp_path / "nope"), "--ds", DS, "--landing", str(tmp_path / "l")]) == 2
+    err = capsys.readouterr().err
+    assert "visearch land: error: not a folder" in err and "Traceback" not in err
+
+
+def test_allowed_uri_prefixes__landing_root_and_landed_folders_unless_configured(
+    folder: Path, tmp_path: Path
+) -> None:
+    settings = load_settings(env={"VISEARCH_LANDING": str(tmp_path / "landing")})
+    assert allowed_uri_prefixes(settings) == [settings.landing]
+    land_folder(folder, DS, settings=settings)
+    land_folder(folder, DS, settings=settings)  # recorded once
+    assert allowed_uri_prefixes(settings) == sorted([settings.landing, file_uri(folder)])
+    land_folder(folder, "2026-02-04", settings=settings, copy=True)  # copies lie under the root already
+    assert len(allowed_uri_prefixes(settings)) == 2
+    configured = load_settings(env={"VISEARCH_LANDING": str(tmp_path / "landing"),
+                                    "VISEARCH_INGEST__ALLOWED_URI_PREFIXES": "s3://photos/2026,/data/pics"})
+    assert allowed_uri_prefixes(configured) == ["file:///data/pics", "s3://photos/2026"]

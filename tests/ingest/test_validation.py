@@ -20,6 +20,7 @@ from visearch.ingest.validation import (
     Rejection,
     UploadRecord,
     parse_upload,
+    uri_allowed,
     validate_image,
     validate_uri,
 )
@@ -228,6 +229,89 @@ def test_validate_uri__reads_file_uri_and_plain_path(tmp_path: Path) -> None:
     assert isinstance(validate_uri(str(path), **LIMITS), ImageInfo)
 
 
+def test_validate_image__not_an_image_echoes_no_bytes() -> None:
+    result = check(b"SECRET-TOKEN-1234\n" * 8)
+    assert isinstance(result, Rejection) and result.reason == "not_an_image"
+    assert "SECRET" not in result.detail and "TOKEN" not in result.detail
+
+
+def _refuse_reads(monkeypatch: pytest.MonkeyPatch, store: type) -> None:
+    """Make reading an object's bytes fail the test: only its size may be asked."""
+    def refuse(*_: Any, **__: Any) -> bytes:
+        raise AssertionError("the object was read before its size was checked")
+
+    monkeypatch.setattr(store, "get_head", refuse)
+    monkeypatch.setattr(store, "get_bytes", refuse)
+
+
+def test_validate_uri__size_checked_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from visearch.core.storage import LocalStore
+
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as handle:
+        handle.truncate(3 << 30)  # 3 GiB, sparse: reading it whole would need 3 GiB of memory
+    _refuse_reads(monkeypatch, LocalStore)
+    result = validate_uri(str(huge), **LIMITS)
+    assert isinstance(result, Rejection) and result.reason == "too_large_bytes", result
+    assert "not read" in result.detail
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    assert validate_uri(str(empty), **LIMITS) == Rejection("empty_file", "0 bytes")
+
+
+def test_validate_uri__a_file_that_grows_after_the_stat_is_still_refused(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from visearch.core.storage import LocalStore
+
+    path = tmp_path / "growing.jpg"
+    path.write_bytes(I.jpeg(1))
+    monkeypatch.setattr(LocalStore, "size", lambda self, key: 10)  # as if stat ran before it grew
+    path.write_bytes(b"\xff" * (LIMITS["max_bytes"] + 100))
+    result = validate_uri(str(path), **LIMITS)
+    assert isinstance(result, Rejection) and result.reason == "too_large_bytes"
+
+
+@pytest.mark.parametrize(
+    ("uri", "allowed"),
+    [
+        ("file:///land/images/a.jpg", True),
+        ("/land/images/a.jpg", True),
+        ("file://localhost/land/a.jpg", True),
+        ("file:///land", False),  # the prefix itself is a folder, not an object under it
+        ("file:///landing-evil/a.jpg", False),  # a sibling sharing the prefix's letters
+        ("file:///land/../etc/passwd", False),
+        ("/land/../etc/passwd", False),
+        ("/land/%2E%2E/x.jpg", True),  # a bare path is not percent-decoded: a folder named %2E%2E
+        ("file:///land/%2e%2e/etc/passwd", False),
+        ("file://evil.example/land/a.jpg", False),
+        ("file:///etc/hostname", False),
+        ("s3://photos/2026/a.jpg", True),
+        ("s3a://photos/2026/a.jpg", True),
+        ("s3://photos/2026-evil/a.jpg", False),
+        ("s3://photos/2026/../2025/a.jpg", False),
+        ("s3://other-bucket/2026/a.jpg", False),
+        ("relative/a.jpg", False),
+    ],
+)
+def test_uri_allowed__only_under_a_prefix(uri: str, allowed: bool) -> None:
+    assert uri_allowed(uri, ["file:///land/", "s3://photos/2026"]) is allowed
+
+
+def test_parse_upload__uri_outside_the_allowed_prefixes_is_bad_value(tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (tmp_path / "secret.jpg").write_bytes(b"SECRET")
+    (allowed / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    (allowed / "photo.jpg").write_bytes(I.jpeg(3))
+    prefixes = [f"file://{allowed}"]
+    assert isinstance(parse_upload(upload(uri=f"file://{allowed}/photo.jpg"), prefixes), UploadRecord)
+    for uri in (f"file://{allowed}/link.jpg", f"file://{tmp_path}/secret.jpg", "s3://any/x.jpg"):
+        result = parse_upload(upload(uri=uri), prefixes)
+        assert isinstance(result, Rejection) and result.reason == "bad_value:uri", (uri, result)
+        assert "outside the allowed prefixes" in result.detail and "SECRET" not in result.detail
+    assert isinstance(parse_upload(upload(uri="file:///etc/hostname")), UploadRecord)  # no prefixes: no check
+
+
 # ---------------------------------------------------------------------------- upload records
 
 
@@ -301,3 +385,50 @@ def test_validate_uri__reads_from_s3(s3_server: Any) -> None:
     assert isinstance(info, ImageInfo) and info.sha256 == hashlib.sha256(data).hexdigest()
     missing = validate_uri("s3://uploads-test/images/a/nope.jpg", **LIMITS, s3=s3)
     assert isinstance(missing, Rejection) and missing.reason == "missing_file"
+
+
+@pytest.mark.s3
+def test_validate_uri__s3_size_checked_before_reading(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from visearch.core.config import S3Settings
+    from visearch.core.storage import S3Store, open_store
+
+    s3_server.create_bucket("uploads-size")
+    s3 = S3Settings(endpoint=s3_server.endpoint)
+    open_store("s3://uploads-size", s3).put_bytes("big.jpg", b"\xff" * 5000)
+    _refuse_reads(monkeypatch, S3Store)
+    result = validate_uri("s3://uploads-size/big.jpg", **{**LIMITS, "max_bytes": 4000}, s3=s3)
+    assert isinstance(result, Rejection) and result.reason == "too_large_bytes" and "not read" in result.detail
+
+
+@pytest.mark.s3
+def test_validate_uri__every_s3_error_is_a_rejection_with_its_reason(s3_server: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from visearch.core.config import S3Settings
+    from visearch.ingest import validation
+
+    s3_server.create_bucket("uploads-errors")
+    s3 = S3Settings(endpoint=s3_server.endpoint)
+    cases = {
+        "s3://uploads-errors/nope.jpg": "missing_file",  # NoSuchKey
+        "s3://no-such-bucket-here/a.jpg": "missing_file",  # NoSuchBucket
+        "s3://bad%bucket/a.jpg": "unreadable",  # refused by the client: not a bucket name
+        "s3://Bad_Bucket_Name/a.jpg": "missing_file",  # S3Proxy answers 404 (AWS: 400, unreadable)
+    }
+    for uri, expected in cases.items():
+        result = validate_uri(uri, **LIMITS, s3=s3)
+        assert isinstance(result, Rejection) and result.reason == expected, (uri, result)
+    # Refused credentials (AccessDenied / SignatureDoesNotMatch) and an endpoint that does not answer.
+    import boto3
+
+    validation._store.cache_clear()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # a new session reads the wrong secret
+    try:
+        denied = validate_uri("s3://uploads-errors/nope.jpg", **LIMITS, s3=S3Settings(endpoint=s3_server.endpoint,
+                                                                                      max_attempts=1))
+        down = validate_uri("s3://uploads-errors/a.jpg", **LIMITS,
+                            s3=S3Settings(endpoint="http://127.0.0.1:9", max_attempts=1))
+    finally:
+        validation._store.cache_clear()
+    assert isinstance(denied, Rejection) and denied.reason == "unreadable" and "403" in denied.detail, denied
+    assert isinstance(down, Rejection) and down.reason == "unreadable", down
