@@ -299,6 +299,8 @@ def validate_uri(
         return Rejection(UNREADABLE, f"{exc.code}: {exc}"[:400])
     except (OSError, ValueError) as exc:  # a directory, no permission, a key escaping its root...
         return Rejection(UNREADABLE, f"{type(exc).__name__}: {exc}"[:400])
+    except MemoryError:
+        raise
     except Exception as exc:  # e.g. a client that cannot be built: still this row's problem only
         return Rejection(UNREADABLE, f"{type(exc).__name__}: {exc}"[:400])
     return validate_image(data, max_pixels=max_pixels, allowed_formats=allowed_formats,
