@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from visearch.ingest.validation import load_json_object as load_json_object
     from visearch.ingest.validation import parse_upload as parse_upload
     from visearch.ingest.validation import read_image_bytes as read_image_bytes
+    from visearch.ingest.validation import uri_allowed as uri_allowed
     from visearch.ingest.validation import validate_image as validate_image
     from visearch.ingest.validation import validate_uri as validate_uri
 
@@ -67,6 +68,7 @@ _EXPORTS = {
     "load_json_object": "validation",
     "parse_upload": "validation",
     "read_image_bytes": "validation",
+    "uri_allowed": "validation",
     "validate_image": "validation",
     "validate_uri": "validation",
 }

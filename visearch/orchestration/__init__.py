@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from visearch.orchestration.airflow_env import service_env as service_env
     from visearch.orchestration.operators import spark_jars as spark_jars
     from visearch.orchestration.operators import spark_job as spark_job
+    from visearch.orchestration.pipeline import library_run as library_run
 
 _EXPORTS = {
     "airflow": "airflow_env",
@@ -24,6 +25,7 @@ _EXPORTS = {
     "service_env": "airflow_env",
     "spark_jars": "operators",
     "spark_job": "operators",
+    "library_run": "pipeline",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
