@@ -279,6 +279,20 @@ def test_race__two_publishers_on_s3(s3_server: Any, vectors: np.ndarray) -> None
     store.swap_pointer("probe/CURRENT", "a", expected=None)
     with pytest.raises(PointerConflictError, match="expected b, found a"):
         store.swap_pointer("probe/CURRENT", "c", expected="b")
+    # Another writer's PUT lands right after ours (a server that ignores If-Match lets it): the
+    # read-back sees it, and this swap fails instead of reporting a move that did not stick.
+    put = store.client.put_object  # type: ignore[attr-defined]
+
+    def put_then_other_writer(**kwargs: Any) -> Any:
+        answer = put(**kwargs)
+        put(Bucket=kwargs["Bucket"], Key=kwargs["Key"], Body=b"other\n")
+        return answer
+
+    store.client.put_object = put_then_other_writer  # type: ignore[attr-defined]
+    if not honoured:
+        with pytest.raises(PointerConflictError, match="found other.*overwritten right after"):
+            store.swap_pointer("probe/CURRENT", "d", expected="a")
+    store.client.put_object = put  # type: ignore[attr-defined]
     builds, results = race_two_publishers(store, vectors)
     # Without server-side conditions the read-back check still makes the last writer the only one
     # whose value stays, so CURRENT names a winner; exactly one winner needs If-None-Match/If-Match.
