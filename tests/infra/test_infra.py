@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from visearch.core.config import load_settings
-from visearch.orchestration.operators import GPU_POOL, SPARK_CONN_ID
+from visearch.orchestration.operators import GPU_POOL, SPARK_CONN_ID, WRITERS_POOL
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -551,13 +551,16 @@ def test_helm_values__env_loads_as_s3_settings_with_image_for_executors(helm_val
     assert settings.s3.path_style is False
 
 
-def test_helm_values__gpu_pool_is_created_with_the_dag_pool_name(helm_values: dict[str, Any]) -> None:
+def test_helm_values__gpu_and_writers_pools_are_created_with_the_dag_pool_names(
+        helm_values: dict[str, Any]) -> None:
     command = " ".join(helm_values["migrateDatabaseJob"]["args"])
     assert "airflow db migrate" in command
-    match = re.search(r"airflow pools set (\S+) (\d+)", command)
-    assert match and match.group(1) == GPU_POOL and int(match.group(2)) >= 1
+    pools = {m.group(1): int(m.group(2)) for m in re.finditer(r"airflow pools set (\S+) (\d+)", command)}
+    assert pools.get(GPU_POOL, 0) >= 1
+    assert pools.get(WRITERS_POOL) == 1, "one writer of shared tables at a time"
     env = {e["name"]: e["value"] for e in helm_values["env"]}
     assert env.get("VISEARCH_GPU_POOL", GPU_POOL) == GPU_POOL
+    assert env.get("VISEARCH_WRITERS_POOL", WRITERS_POOL) == WRITERS_POOL
 
 
 def test_helm_values__worker_service_account_is_the_etl_role_with_irsa(helm_values: dict[str, Any]) -> None:
