@@ -119,7 +119,7 @@ def test_spark_job__refuses_another_pool_for_a_writer() -> None:
     pytest.importorskip("airflow.providers.apache.spark")
     from visearch.orchestration.operators import spark_job
 
-    with pytest.raises(ValueError, match="gold.embeddings.*visearch_writers"):
+    with pytest.raises(ValueError, match=r"gold\.embeddings.*visearch_writers"):
         spark_job("embed", "embed", gpu=True, pool="default_pool")
 
 

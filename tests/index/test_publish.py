@@ -18,8 +18,8 @@ from visearch.core.storage import LocalStore, ObjectStore, PointerConflictError,
 from visearch.index.faiss_index import exact_search
 from visearch.index.manifest import BuildNotFoundError, ChecksumError, current_build_id, list_build_ids, load_build
 from visearch.index.publish import (
-    _append_history,
     ValidationError,
+    _append_history,
     list_builds,
     newest_build_for,
     prune_builds,
@@ -290,7 +290,7 @@ def test_race__two_publishers_on_s3(s3_server: Any, vectors: np.ndarray) -> None
 
     store.client.put_object = put_then_other_writer  # type: ignore[attr-defined]
     if not honoured:
-        with pytest.raises(PointerConflictError, match="found other.*overwritten right after"):
+        with pytest.raises(PointerConflictError, match=r"found other.*overwritten right after"):
             store.swap_pointer("probe/CURRENT", "d", expected="a")
     store.client.put_object = put  # type: ignore[attr-defined]
     builds, results = race_two_publishers(store, vectors)

@@ -699,7 +699,7 @@ def test_service_accounts__every_profile_identity_exists_with_irsa(helm_values: 
     assert "visearch-serving" not in bound, "the serving tier starts no pods"
 
 
-def executor_accounts_in_use(helm_values: dict[str, Any]) -> set[str]:
+def executor_accounts_in_use() -> set[str]:
     """Every account Spark executors run as: the hook's, spark-defaults' and the SparkApplications'."""
     used = {p.executor_service_account for p in HOOK.TASK_PROFILES.values()}
     conf = parse_spark_defaults(INFRA / "k8s" / "spark" / "spark-defaults.conf")
@@ -707,15 +707,15 @@ def executor_accounts_in_use(helm_values: dict[str, Any]) -> set[str]:
     for _, doc in spark_applications():
         used.add(doc["spec"]["executor"]["serviceAccount"])
     for profile in HOOK.TASK_PROFILES.values():
-        account = HOOK.spark_conf_for(profile, "driver-pod")["spark.kubernetes.authenticate.executor.serviceAccountName"]
-        used.add(account)
+        conf = HOOK.spark_conf_for(profile, "driver-pod")
+        used.add(conf["spark.kubernetes.authenticate.executor.serviceAccountName"])
     return used
 
 
-def test_rbac__no_executor_account_can_create_pods(helm_values: dict[str, Any]) -> None:
+def test_rbac__no_executor_account_can_create_pods() -> None:
     """Only Spark drivers may create pods: an executor's account is bound to no Role, mounts no API
     token, and is never a driver's account (code in an ingest executor cannot start a pod as ml)."""
-    executors = executor_accounts_in_use(helm_values)
+    executors = executor_accounts_in_use()
     drivers = {p.service_account for p in HOOK.TASK_PROFILES.values()}
     assert executors and not executors & drivers, executors & drivers
     accounts = {d["metadata"]["name"]: d for d in load_yaml_docs(INFRA / "k8s" / "base" / "serviceaccounts.yaml")

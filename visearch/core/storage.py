@@ -302,10 +302,11 @@ class S3Store(ObjectStore):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-                raise PointerConflictError(uri, expected, self.read_pointer(key),
-                                           f" (conditional PUT refused: {code})") from exc
-            raise
+            if code not in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                raise
+            now = self.read_pointer(key)
+            if now != value:  # equal: our PUT landed and only its answer was lost (boto3 retried it)
+                raise PointerConflictError(uri, expected, now, f" (conditional PUT refused: {code})") from exc
         after = self.read_pointer(key)
         if after != value:
             raise PointerConflictError(uri, expected, after, " (overwritten right after this write)")
