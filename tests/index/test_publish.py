@@ -246,7 +246,15 @@ def check_race(store: ObjectStore, builds: list[str], results: dict[str, Any], *
         assert len(winners) == 1, results
     live = current_build_id(store, "main")
     assert live in winners, (live, results)
-    assert sorted(e["build_id"] for e in read_history(store, "main")) == ["b-2026-01-01-x", *builds]
+    raw = read_history(store, "main", raw=True)
+    published = sorted(e["build_id"] for e in raw if e["event"] == "publish")
+    assert published == ["b-2026-01-01-x", *builds], "both racing events are kept"
+    assert sorted(e["build_id"] for e in raw if e["event"] == "abandoned") == sorted(
+        b for b in builds if b not in winners)
+    # The loser's build never went live: history and rollback skip it.
+    assert sorted(e["build_id"] for e in read_history(store, "main")) == sorted(["b-2026-01-01-x", *winners])
+    if len(winners) == 1:
+        assert rollback(store, "main") == "b-2026-01-01-x"
 
 
 def test_race__two_publishers_on_local_files(store: ObjectStore, vectors: np.ndarray) -> None:

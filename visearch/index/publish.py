@@ -140,9 +140,13 @@ def validate_build(
     return report
 
 
-def read_history(store: ObjectStore, name: str) -> list[dict[str, Any]]:
+def read_history(store: ObjectStore, name: str, *, raw: bool = False) -> list[dict[str, Any]]:
     """The publish/rollback events of an index, oldest first (legacy ``HISTORY.json`` events, then
-    one object per event under ``history/``, in the order of their names)."""
+    one object per event under ``history/``, in the order of their names).
+
+    A publish that lost a race for ``CURRENT`` is followed by an ``abandoned`` event naming it;
+    both are left out unless ``raw``: its build never went live, so rollback must not return to it.
+    """
     prefix = index_prefix(name)
     events: list[dict[str, Any]] = []
     legacy = f"{prefix}/{HISTORY_FILE}"
@@ -151,7 +155,11 @@ def read_history(store: ObjectStore, name: str) -> list[dict[str, Any]]:
     for key in store.list(f"{prefix}/{HISTORY_DIR}/"):
         if key.endswith(".json"):
             events.append(json.loads(store.get_text(key)))
-    return events
+    if raw:
+        return events
+    abandoned = {e.get("publish_id") for e in events if e["event"] == "abandoned"}
+    return [e for e in events if e["event"] != "abandoned" and
+            (e.get("event_id") is None or e["event_id"] not in abandoned)]
 
 
 def _append_history(store: ObjectStore, name: str, event: dict[str, Any]) -> None:
@@ -180,11 +188,18 @@ def publish_build(
     previous = current_build_id(store, name)
     if expected is not _UNREAD and previous != expected:
         raise PointerConflictError(store.uri(pointer), expected, previous)
-    _append_history(store, name, {"event": "publish", "build_id": build_id, "ds": ds, "at": _now(),
-                                  "previous": previous, "created_ds": manifest.created_ds,
+    event_id = uuid.uuid4().hex
+    _append_history(store, name, {"event": "publish", "event_id": event_id, "build_id": build_id, "ds": ds,
+                                  "at": _now(), "previous": previous, "created_ds": manifest.created_ds,
                                   "recall": report.recall if report else None})
     faults.point(faults.BEFORE_CURRENT_POINT, build_id)  # tests: killed between HISTORY and CURRENT
-    store.swap_pointer(pointer, build_id, expected=previous)
+    try:
+        store.swap_pointer(pointer, build_id, expected=previous)
+    except PointerConflictError as exc:
+        _append_history(store, name, {"event": "abandoned", "publish_id": event_id, "build_id": build_id,
+                                      "at": _now(), "reason": str(exc)})
+        log.error("publish of %s/%s abandoned: %s", name, build_id, exc)
+        raise
     log.info("published %s/%s (was %s)", name, build_id, previous)
 
 
