@@ -7,9 +7,10 @@ suffix) means two writers never overwrite each other's events; ``HISTORY.json``,
 read-modify-write file of older builds, is still read (its events first). ``CURRENT`` moves by
 compare-and-swap (:meth:`ObjectStore.swap_pointer`): a publish or rollback whose ``CURRENT`` changed
 since it was read fails with :class:`~visearch.core.storage.PointerConflictError` and moves
-nothing. A crash (or a lost race) before ``CURRENT`` is written leaves the old build live; HISTORY
-may then name a build that never went live, which is harmless: readers follow ``CURRENT`` only,
-and rollback starts from what ``CURRENT`` names.
+nothing; a publish that lost records an ``abandoned`` event, and :func:`read_history` leaves both
+out. A crash before ``CURRENT`` is written leaves the old build live; HISTORY may then name a build
+that never went live, which is harmless: readers follow ``CURRENT`` only, and rollback starts from
+what ``CURRENT`` names.
 
 :func:`run` is the nightly publish (``python -m jobs.publish_index --ds 2026-01-01``): it validates
 a build against the lake and only then makes it live. Validation: every object present with its
