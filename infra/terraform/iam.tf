@@ -15,16 +15,17 @@
 # Writers get s3:AbortMultipartUpload so that S3A can clean up the upload of a killed task.
 # The same mapping of jobs to service accounts lives in infra/k8s/airflow/airflow_local_settings.py
 # (Airflow path) and in the SparkApplication manifests (spark-operator path); tests/infra checks
-# that the three agree.
+# that the three agree. A Spark job's executors run as "<service account>-executor" (same role, no
+# Kubernetes RBAC, see infra/k8s/base/serviceaccounts.yaml), so the job roles trust both subjects.
 
 locals {
   oidc_host = element(split("oidc-provider/", var.eks_oidc_provider_arn), 1)
 
   roles = {
-    etl     = { service_account = var.service_accounts.etl, description = "visearch ingestion/ETL: reads landing, writes the lake" }
-    ml      = { service_account = var.service_accounts.ml, description = "visearch training/embedding: reads lake, writes lake gold/ and artifacts models/" }
-    index   = { service_account = var.service_accounts.index, description = "visearch index build/publish: reads lake gold/ silver/, writes artifacts indexes/" }
-    serving = { service_account = var.service_accounts.serving, description = "visearch serving tier: read-only artifacts indexes/ and models/" }
+    etl     = { service_account = var.service_accounts.etl, subjects = [var.service_accounts.etl, "${var.service_accounts.etl}-executor"], description = "visearch ingestion/ETL: reads landing, writes the lake" }
+    ml      = { service_account = var.service_accounts.ml, subjects = [var.service_accounts.ml, "${var.service_accounts.ml}-executor"], description = "visearch training/embedding: reads lake, writes lake gold/ and artifacts models/" }
+    index   = { service_account = var.service_accounts.index, subjects = [var.service_accounts.index, "${var.service_accounts.index}-executor"], description = "visearch index build/publish: reads lake gold/ silver/, writes artifacts indexes/" }
+    serving = { service_account = var.service_accounts.serving, subjects = [var.service_accounts.serving], description = "visearch serving tier: read-only artifacts indexes/ and models/" }
   }
 
   landing_arn   = aws_s3_bucket.this["landing"].arn
@@ -46,7 +47,7 @@ data "aws_iam_policy_document" "assume" {
     condition {
       test     = "StringEquals"
       variable = "${local.oidc_host}:sub"
-      values   = ["system:serviceaccount:${var.k8s_namespace}:${each.value.service_account}"]
+      values   = [for sa in each.value.subjects : "system:serviceaccount:${var.k8s_namespace}:${sa}"]
     }
     condition {
       test     = "StringEquals"

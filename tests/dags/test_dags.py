@@ -84,10 +84,43 @@ def test_nightly__task_graph_is_the_designed_chain(tmp_path: Path) -> None:
                 ("ingest_interactions", "quality_gate")}
     expected |= set(itertools.pairwise(chain))
     assert edges == expected
-    assert info["pools"]["train"] == info["pools"]["embed"] == "visearch_gpu"  # type: ignore[index]
+    assert info["pools"]["train"] == "visearch_gpu"  # type: ignore[index]
     assert set(info["retries"].values()) == {2}  # type: ignore[union-attr]  # default retries
     for task in info["tasks"]:  # type: ignore[union-attr]
         assert (REPO / "jobs" / f"{task}.py").is_file(), f"task {task} has no job file"
+
+
+# Jobs writing a shared Delta table or pointer (read off the library: T.replace_partition / T.merge /
+# set_champion / swap_pointer). Listed here, not imported, so that the DAG wiring is checked against it.
+WRITER_JOBS = {"ingest_images", "ingest_interactions", "online_metrics", "build_pairs", "evaluate", "promote",
+               "embed", "publish_index"}
+
+
+def test_dags__every_shared_writer_takes_the_one_writers_pool(tmp_path: Path) -> None:
+    from visearch.orchestration.operators import SHARED_WRITERS, WRITERS_POOL
+
+    assert set(SHARED_WRITERS) == WRITER_JOBS
+    writers_seen = set()
+    for dag_file in DAG_FILES:
+        info = _parse(dag_file, tmp_path)
+        for task, job in info["jobs"].items():  # type: ignore[union-attr]
+            pool = info["pools"][task]  # type: ignore[index]
+            if job in WRITER_JOBS:
+                assert pool == WRITERS_POOL, f"{dag_file.stem}.{task} writes shared tables in pool {pool}"
+                writers_seen.add((dag_file.stem, job))
+            else:
+                assert pool != WRITERS_POOL, f"{dag_file.stem}.{task} needs no writer slot"
+    # Both DAGs write gold.embeddings and CURRENT: the pool is what keeps them apart.
+    assert {("visearch_nightly", "embed"), ("visearch_reindex", "embed"),
+            ("visearch_nightly", "publish_index"), ("visearch_reindex", "publish_index")} <= writers_seen
+
+
+def test_spark_job__refuses_another_pool_for_a_writer() -> None:
+    pytest.importorskip("airflow.providers.apache.spark")
+    from visearch.orchestration.operators import spark_job
+
+    with pytest.raises(ValueError, match=r"gold\.embeddings.*visearch_writers"):
+        spark_job("embed", "embed", gpu=True, pool="default_pool")
 
 
 def test_reindex__manual_and_full(tmp_path: Path) -> None:

@@ -125,10 +125,10 @@ def test_crash_between_shard_upload_and_current__old_build_stays_live(
     second = build_index.run(settings, "2026-01-03", spark=spark)
     assert second["build_id"] != first["build_id"]
 
-    def crash(self: LocalStore, key: str, value: str) -> None:
+    def crash(self: LocalStore, key: str, value: str, expected: str | None) -> None:
         raise RuntimeError("simulated crash before the pointer write")
 
-    monkeypatch.setattr(LocalStore, "write_pointer", crash)
+    monkeypatch.setattr(LocalStore, "swap_pointer", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         publish_index.run(settings, "2026-01-03", spark=spark)
     monkeypatch.undo()

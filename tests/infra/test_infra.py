@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from visearch.core.config import load_settings
-from visearch.orchestration.operators import GPU_POOL, SPARK_CONN_ID
+from visearch.orchestration.operators import GPU_POOL, SPARK_CONN_ID, WRITERS_POOL
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -327,8 +327,8 @@ def test_spark_applications__run_the_dag_jobs_with_the_dag_identity_and_gpus() -
         assert spec["arguments"][:2] == ["--ds", PLACEHOLDERS["VISEARCH_DS"]]
         assert spec["sparkVersion"] == "4.2.0" and spec["mode"] == "cluster" and spec["type"] == "Python"
         profile = HOOK.TASK_PROFILES[job]
-        accounts = {spec["driver"]["serviceAccount"], spec["executor"]["serviceAccount"]}
-        assert accounts == {profile.service_account}, path
+        assert spec["driver"]["serviceAccount"] == profile.service_account, path
+        assert spec["executor"]["serviceAccount"] == profile.executor_service_account, path
         conf = spec["sparkConf"]
         provider = conf["spark.hadoop.fs.s3a.aws.credentials.provider"]
         assert provider.endswith("WebIdentityTokenFileCredentialsProvider")
@@ -396,7 +396,7 @@ def test_spark_defaults__namespace_matches_connection_and_service_accounts() -> 
     for doc in load_yaml_docs(INFRA / "k8s" / "base" / "serviceaccounts.yaml"):
         assert doc["metadata"]["namespace"] == namespace
     default_account = values["workers"]["serviceAccount"]["name"]
-    assert conf["spark.kubernetes.authenticate.executor.serviceAccountName"] == default_account
+    assert conf["spark.kubernetes.authenticate.executor.serviceAccountName"] == f"{default_account}-executor"
 
 
 def test_gpu_pod_template__is_a_pod_on_gpu_nodes() -> None:
@@ -551,13 +551,16 @@ def test_helm_values__env_loads_as_s3_settings_with_image_for_executors(helm_val
     assert settings.s3.path_style is False
 
 
-def test_helm_values__gpu_pool_is_created_with_the_dag_pool_name(helm_values: dict[str, Any]) -> None:
+def test_helm_values__gpu_and_writers_pools_are_created_with_the_dag_pool_names(
+        helm_values: dict[str, Any]) -> None:
     command = " ".join(helm_values["migrateDatabaseJob"]["args"])
     assert "airflow db migrate" in command
-    match = re.search(r"airflow pools set (\S+) (\d+)", command)
-    assert match and match.group(1) == GPU_POOL and int(match.group(2)) >= 1
+    pools = {m.group(1): int(m.group(2)) for m in re.finditer(r"airflow pools set (\S+) (\d+)", command)}
+    assert pools.get(GPU_POOL, 0) >= 1
+    assert pools.get(WRITERS_POOL) == 1, "one writer of shared tables at a time"
     env = {e["name"]: e["value"] for e in helm_values["env"]}
     assert env.get("VISEARCH_GPU_POOL", GPU_POOL) == GPU_POOL
+    assert env.get("VISEARCH_WRITERS_POOL", WRITERS_POOL) == WRITERS_POOL
 
 
 def test_helm_values__worker_service_account_is_the_etl_role_with_irsa(helm_values: dict[str, Any]) -> None:
@@ -621,7 +624,7 @@ def test_pod_hook__gpu_training_pod_gets_ml_identity_gpus_and_fixed_executors() 
     settings = load_settings(env=env)
     conf = settings.spark.conf
     assert conf["spark.kubernetes.container.image"] == "img:1", "the chart's settings are kept"
-    assert conf["spark.kubernetes.authenticate.executor.serviceAccountName"] == "visearch-ml"
+    assert conf["spark.kubernetes.authenticate.executor.serviceAccountName"] == "visearch-ml-executor"
     assert conf["spark.kubernetes.driver.pod.name"] == pod.metadata.name
     assert conf["spark.executor.resource.gpu.amount"] == "1"
     assert conf["spark.executor.resource.gpu.discoveryScript"] == HOOK.GPU_DISCOVERY_SCRIPT
@@ -688,12 +691,51 @@ def test_service_accounts__every_profile_identity_exists_with_irsa(helm_values: 
     for doc in docs:
         if doc["kind"] == "ServiceAccount":
             role = doc["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-            suffix = doc["metadata"]["name"].removeprefix("visearch-")
+            suffix = doc["metadata"]["name"].removeprefix("visearch-").removesuffix("-executor")
             assert role.endswith(f"role/{PLACEHOLDERS['VISEARCH_NAME_PREFIX']}-{suffix}"), role
     (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
     bound = {s["name"] for s in binding["subjects"]}
     assert used <= bound, "every Spark driver identity may create its executor pods"
     assert "visearch-serving" not in bound, "the serving tier starts no pods"
+
+
+def executor_accounts_in_use() -> set[str]:
+    """Every account Spark executors run as: the hook's, spark-defaults' and the SparkApplications'."""
+    used = {p.executor_service_account for p in HOOK.TASK_PROFILES.values()}
+    conf = parse_spark_defaults(INFRA / "k8s" / "spark" / "spark-defaults.conf")
+    used.add(conf["spark.kubernetes.authenticate.executor.serviceAccountName"])
+    for _, doc in spark_applications():
+        used.add(doc["spec"]["executor"]["serviceAccount"])
+    for profile in HOOK.TASK_PROFILES.values():
+        conf = HOOK.spark_conf_for(profile, "driver-pod")
+        used.add(conf["spark.kubernetes.authenticate.executor.serviceAccountName"])
+    return used
+
+
+def test_rbac__no_executor_account_can_create_pods() -> None:
+    """Only Spark drivers may create pods: an executor's account is bound to no Role, mounts no API
+    token, and is never a driver's account (code in an ingest executor cannot start a pod as ml)."""
+    executors = executor_accounts_in_use()
+    drivers = {p.service_account for p in HOOK.TASK_PROFILES.values()}
+    assert executors and not executors & drivers, executors & drivers
+    accounts = {d["metadata"]["name"]: d for d in load_yaml_docs(INFRA / "k8s" / "base" / "serviceaccounts.yaml")
+                if d["kind"] == "ServiceAccount"}
+    for name in executors:
+        assert name in accounts, f"executor account {name} is not created"
+        assert accounts[name].get("automountServiceAccountToken") is False, name
+    docs = [d for path in infra_files("*.yaml") for d in load_yaml_docs(path) if isinstance(d, dict)]
+    roles = {d["metadata"]["name"]: d for d in docs if d.get("kind") in ("Role", "ClusterRole")}
+    pod_creators: set[str] = set()
+    for binding in (d for d in docs if d.get("kind") in ("RoleBinding", "ClusterRoleBinding")):
+        role = roles[binding["roleRef"]["name"]]
+        creates_pods = any(
+            {"pods", "*"} & set(rule.get("resources", [])) and {"create", "*"} & set(rule.get("verbs", []))
+            for rule in role["rules"])
+        if creates_pods:
+            pod_creators |= {s["name"] for s in binding["subjects"] if s["kind"] == "ServiceAccount"}
+    assert pod_creators, "the drivers' RoleBinding was not found"
+    assert not pod_creators & executors, f"executor accounts that may create pods: {pod_creators & executors}"
+    assert pod_creators <= drivers, pod_creators - drivers
 
 
 def test_core_manifests__pass_kubernetes_schema(tmp_path: Path) -> None:
@@ -917,10 +959,14 @@ def test_iam__roles_trust_only_their_service_account_through_irsa(terraform: dic
     conditions = {c["variable"]: c for c in assume["condition"]}
     sub = conditions["${local.oidc_host}:sub"]
     assert sub["test"] == "StringEquals"
-    assert sub["values"] == ["system:serviceaccount:${var.k8s_namespace}:${each.value.service_account}"]
+    assert sub["values"] == '${[for sa in each.value.subjects : "system:serviceaccount:${var.k8s_namespace}:${sa}"]}'
     assert conditions["${local.oidc_host}:aud"]["values"] == ["sts.amazonaws.com"]
     roles = tf_local(terraform, "roles")
     assert set(roles) == {"etl", "ml", "index", "serving"}
+    for name, role in roles.items():  # a job role: its drivers and its executors; serving: itself
+        sa = f"${{var.service_accounts.{name}}}"
+        assert role["service_account"] == sa
+        assert role["subjects"] == ([sa] if name == "serving" else [sa, f"{sa}-executor"]), name
     (default_sas,) = [b["service_accounts"]["default"] for b in terraform["variable"]
                       if "service_accounts" in b]
     assert set(default_sas.values()) == ({p.service_account for p in HOOK.TASK_PROFILES.values()}

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from visearch.core.spark import to_spark_path as to_spark_path
     from visearch.core.storage import LocalStore as LocalStore
     from visearch.core.storage import ObjectStore as ObjectStore
+    from visearch.core.storage import PointerConflictError as PointerConflictError
     from visearch.core.storage import S3Store as S3Store
     from visearch.core.storage import StorageError as StorageError
     from visearch.core.storage import join as join
@@ -75,6 +76,7 @@ _EXPORTS = {
     "to_spark_path": "spark",
     "LocalStore": "storage",
     "ObjectStore": "storage",
+    "PointerConflictError": "storage",
     "S3Store": "storage",
     "StorageError": "storage",
     "join": "storage",

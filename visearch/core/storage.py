@@ -2,11 +2,14 @@
 
 Every write goes to a temporary name first and becomes visible whole (a rename on disk; a single
 PUT or a completed multipart upload on S3), so a reader never sees half an object. Pointers
-(``CURRENT``, ``CHAMPION``) are small objects written last by the caller.
+(``CURRENT``, ``CHAMPION``) are small objects written last by the caller. :meth:`ObjectStore.swap_pointer`
+moves a pointer only if it still names what the caller read (compare-and-swap): a lock file around
+read-compare-write on disk, a conditional PUT (``If-Match`` / ``If-None-Match``) on S3.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import logging
@@ -53,6 +56,19 @@ def _s3_failure(uri: str, exc: Exception) -> OSError:
             return FileNotFoundError(f"{uri} ({code})")
         return StorageError(uri, code, str(error.get("Message") or exc)[:300])
     return StorageError(uri, type(exc).__name__, str(exc)[:300])
+
+
+_LOCK_SUFFIX = ".lock"
+
+
+class PointerConflictError(RuntimeError):
+    """A pointer changed between the caller's read and its write (another writer moved it)."""
+
+    def __init__(self, uri: str, expected: str | None, found: str | None, detail: str = "") -> None:
+        self.uri, self.expected, self.found = uri, expected, found
+        super().__init__(f"{uri} changed since it was read: expected {expected or '(absent)'}, found "
+                         f"{found or '(absent)'}{detail}; another writer moved it, so this one is not "
+                         "applied (re-run to retry against the new value)")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -148,9 +164,22 @@ class ObjectStore(ABC):
 
     def write_pointer(self, key: str, value: str) -> None:
         """Atomically point ``key`` at ``value`` (e.g. a build id); callers write it last."""
+        self.put_bytes(key, self._check_pointer_value(value))
+
+    @staticmethod
+    def _check_pointer_value(value: str) -> bytes:
         if not value or "\n" in value:
             raise ValueError(f"pointer value must be one non-empty line, got {value!r}")
-        self.put_bytes(key, (value + "\n").encode())
+        return (value + "\n").encode()
+
+    @abstractmethod
+    def swap_pointer(self, key: str, value: str, expected: str | None) -> None:
+        """Point ``key`` at ``value`` only if it still names ``expected`` (``None``: not written yet).
+
+        Raises:
+            PointerConflictError: when the pointer names something else; it is left as it is.
+            ValueError: for an empty or multi-line value.
+        """
 
     def read_pointer(self, key: str) -> str | None:
         """The value a pointer names, or ``None`` when it was never written."""
@@ -225,6 +254,24 @@ class LocalStore(ObjectStore):
 
         return self._atomic_write(key, writer)
 
+    def swap_pointer(self, key: str, value: str, expected: str | None) -> None:
+        """Compare-and-swap under an exclusive ``flock`` on ``.<name>.lock`` next to the pointer: every
+        swapper of the same pointer (threads or processes on this host or a filesystem with working
+        ``flock``) reads, compares and writes in turn. The lock is released when the process dies."""
+        data = self._check_pointer_value(value)
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = target.with_name(f".{target.name}{_LOCK_SUFFIX}")
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            found = self.read_pointer(key)
+            if found != expected:
+                raise PointerConflictError(self.uri(key), expected, found)
+            self.put_bytes(key, data)
+        finally:
+            os.close(fd)  # closing the last descriptor releases the lock
+
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         if not path.is_file():
@@ -264,7 +311,8 @@ class LocalStore(ObjectStore):
         if not start.is_dir():
             return []
         keys = (str(p.relative_to(self.base)).replace(os.sep, "/") for p in start.rglob("*")
-                if p.is_file() and not p.name.endswith(".tmp"))
+                if p.is_file() and not p.name.endswith(".tmp")
+                and not (p.name.startswith(".") and p.name.endswith(_LOCK_SUFFIX)))
         return sorted(k for k in keys if k.startswith(prefix))
 
     def delete(self, key: str) -> None:
@@ -289,6 +337,40 @@ class S3Store(ObjectStore):
         faults.point(faults.PARTIAL_WRITE_POINT, key)
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         return sha256_bytes(data)
+
+    def swap_pointer(self, key: str, value: str, expected: str | None) -> None:
+        """Compare-and-swap with a conditional PUT: ``If-Match: <ETag read>`` (or ``If-None-Match: *``
+        when the pointer is absent), which AWS S3 honours (412 ``PreconditionFailed`` or 409
+        ``ConditionalRequestConflict`` for the loser). The value is read back afterwards: on a server
+        that ignores the conditions (S3Proxy 2.6.0 does), a writer that was overwritten still fails,
+        so the last writer is the only one that reports success, but a writer that read back before
+        another's PUT may also report success; the Airflow pool ``visearch_writers`` is what keeps
+        publishers apart there (see infra/README.md)."""
+        from botocore.exceptions import ClientError
+
+        data = self._check_pointer_value(value)
+        uri = self.uri(key)
+        condition: dict[str, str]
+        try:
+            head = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            found: str | None = head["Body"].read().decode().strip() or None
+            condition = {"IfMatch": head["ETag"]}
+        except self.client.exceptions.NoSuchKey:
+            found, condition = None, {"IfNoneMatch": "*"}
+        if found != expected:
+            raise PointerConflictError(uri, expected, found)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code not in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                raise
+            now = self.read_pointer(key)
+            if now != value:  # equal: our PUT landed and only its answer was lost (boto3 retried it)
+                raise PointerConflictError(uri, expected, now, f" (conditional PUT refused: {code})") from exc
+        after = self.read_pointer(key)
+        if after != value:
+            raise PointerConflictError(uri, expected, after, " (overwritten right after this write)")
 
     def put_file(self, key: str, path: str | Path) -> str:
         from boto3.s3.transfer import TransferConfig

@@ -45,6 +45,9 @@ TRAINED_FILE = "trained.faiss"
 TOMBSTONES_FILE = "tombstones.parquet"
 CURRENT_FILE = "CURRENT"
 HISTORY_FILE = "HISTORY.json"
+"""The single history file of older builds (read-modify-write); read, no longer written."""
+HISTORY_DIR = "history"
+"""Folder of the publish/rollback events, one object each (see :mod:`visearch.index.publish`)."""
 VOLATILE_FIELDS = ("created_at", "timings")
 IDS_SCHEMA = pa.schema([("id", pa.int64()), ("image_id", pa.string()), ("vhash", pa.int64())])
 TOMBSTONES_SCHEMA = pa.schema([("shard_key", pa.string()), ("id", pa.int64()), ("image_id", pa.string())])

@@ -1,10 +1,16 @@
 """Publishing index builds: validate, flip ``CURRENT``, keep history, roll back, prune.
 
-``indexes/<name>/CURRENT`` names the live build and is the last thing written. Before it,
-``indexes/<name>/HISTORY.json`` records the event (publish or rollback), so a rollback knows
-the order in which builds went live. A crash before ``CURRENT`` is written leaves the old build
-live; HISTORY may then name a build that never went live, which is harmless: readers follow
-``CURRENT`` only, and rollback starts from what ``CURRENT`` names.
+``indexes/<name>/CURRENT`` names the live build and is the last thing written. Before it, one
+object under ``indexes/<name>/history/`` records the event (publish or rollback), so a rollback
+knows the order in which builds went live. One object per event (named by time and a random
+suffix) means two writers never overwrite each other's events; ``HISTORY.json``, the single
+read-modify-write file of older builds, is still read (its events first). ``CURRENT`` moves by
+compare-and-swap (:meth:`ObjectStore.swap_pointer`): a publish or rollback whose ``CURRENT`` changed
+since it was read fails with :class:`~visearch.core.storage.PointerConflictError` and moves
+nothing; a publish that lost records an ``abandoned`` event, and :func:`read_history` leaves both
+out. A crash before ``CURRENT`` is written leaves the old build live; HISTORY may then name a build
+that never went live, which is harmless: readers follow ``CURRENT`` only, and rollback starts from
+what ``CURRENT`` names.
 
 :func:`run` is the nightly publish (``python -m jobs.publish_index --ds 2026-01-01``): it validates
 a build against the lake and only then makes it live. Validation: every object present with its
@@ -24,6 +30,8 @@ import argparse
 import datetime as dt
 import json
 import logging
+import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +40,13 @@ import numpy as np
 from visearch.core import faults
 from visearch.core.config import Settings, load_settings
 from visearch.core.spark import get_spark
-from visearch.core.storage import ObjectStore, open_store
+from visearch.core.storage import ObjectStore, PointerConflictError, open_store
 from visearch.core.timing import StageTimer
 from visearch.index.faiss_index import recall_at_k
 from visearch.index.lake import collect_vectors, eligible_embeddings, exact_topk_spark, live_rows_spark, sample_rows
 from visearch.index.manifest import (
     CURRENT_FILE,
+    HISTORY_DIR,
     HISTORY_FILE,
     BuildNotFoundError,
     IndexManifest,
@@ -132,37 +141,66 @@ def validate_build(
     return report
 
 
-def read_history(store: ObjectStore, name: str) -> list[dict[str, Any]]:
-    """The publish/rollback events of an index, oldest first."""
-    key = f"{index_prefix(name)}/{HISTORY_FILE}"
-    if not store.exists(key):
-        return []
-    data = json.loads(store.get_text(key))
-    events: list[dict[str, Any]] = data["events"]
-    return events
+def read_history(store: ObjectStore, name: str, *, raw: bool = False) -> list[dict[str, Any]]:
+    """The publish/rollback events of an index, oldest first (legacy ``HISTORY.json`` events, then
+    one object per event under ``history/``, in the order of their names).
+
+    A publish that lost a race for ``CURRENT`` is followed by an ``abandoned`` event naming it;
+    both are left out unless ``raw``: its build never went live, so rollback must not return to it.
+    """
+    prefix = index_prefix(name)
+    events: list[dict[str, Any]] = []
+    legacy = f"{prefix}/{HISTORY_FILE}"
+    if store.exists(legacy):
+        events.extend(json.loads(store.get_text(legacy))["events"])
+    for key in store.list(f"{prefix}/{HISTORY_DIR}/"):
+        if key.endswith(".json"):
+            events.append(json.loads(store.get_text(key)))
+    if raw:
+        return events
+    abandoned = {e.get("publish_id") for e in events if e["event"] == "abandoned"}
+    return [e for e in events if e["event"] != "abandoned" and
+            (e.get("event_id") is None or e["event_id"] not in abandoned)]
 
 
 def _append_history(store: ObjectStore, name: str, event: dict[str, Any]) -> None:
-    events = [*read_history(store, name), event]
-    store.put_text(f"{index_prefix(name)}/{HISTORY_FILE}",
-                   json.dumps({"events": events}, indent=2, sort_keys=True) + "\n")
+    """Record one event as its own object: concurrent writers add objects, never rewrite one."""
+    key = f"{index_prefix(name)}/{HISTORY_DIR}/{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"
+    store.put_text(key, json.dumps(event, indent=2, sort_keys=True) + "\n")
+
+
+_UNREAD: Any = object()
 
 
 def publish_build(
-    store: ObjectStore, name: str, build_id: str, *, ds: str, report: ValidationReport | None = None
+    store: ObjectStore, name: str, build_id: str, *, ds: str, report: ValidationReport | None = None,
+    expected: str | None = _UNREAD,
 ) -> None:
-    """Make ``build_id`` live: record it in HISTORY, then write ``CURRENT`` (last).
+    """Make ``build_id`` live: record it in HISTORY, then move ``CURRENT`` (last) from ``expected``,
+    the build the caller saw live when it started (default: what ``CURRENT`` names now).
 
     Raises:
         BuildNotFoundError: when the build has no manifest.
+        PointerConflictError: when ``CURRENT`` no longer names ``expected`` (another publish or a
+            rollback moved it meanwhile); ``CURRENT`` is left as the other writer set it.
     """
     manifest = read_manifest(store, name, build_id)
+    pointer = f"{index_prefix(name)}/{CURRENT_FILE}"
     previous = current_build_id(store, name)
-    _append_history(store, name, {"event": "publish", "build_id": build_id, "ds": ds, "at": _now(),
-                                  "previous": previous, "created_ds": manifest.created_ds,
+    if expected is not _UNREAD and previous != expected:
+        raise PointerConflictError(store.uri(pointer), expected, previous)
+    event_id = uuid.uuid4().hex
+    _append_history(store, name, {"event": "publish", "event_id": event_id, "build_id": build_id, "ds": ds,
+                                  "at": _now(), "previous": previous, "created_ds": manifest.created_ds,
                                   "recall": report.recall if report else None})
     faults.point(faults.BEFORE_CURRENT_POINT, build_id)  # tests: killed between HISTORY and CURRENT
-    store.write_pointer(f"{index_prefix(name)}/{CURRENT_FILE}", build_id)
+    try:
+        store.swap_pointer(pointer, build_id, expected=previous)
+    except PointerConflictError as exc:
+        _append_history(store, name, {"event": "abandoned", "publish_id": event_id, "build_id": build_id,
+                                      "at": _now(), "reason": str(exc)})
+        log.error("publish of %s/%s abandoned: %s", name, build_id, exc)
+        raise
     log.info("published %s/%s (was %s)", name, build_id, previous)
 
 
@@ -174,6 +212,7 @@ def rollback(store: ObjectStore, name: str, to: str | None = None) -> str:
     Raises:
         BuildNotFoundError: when nothing is live, or there is no earlier published build.
         ChecksumError: when the target build is damaged.
+        PointerConflictError: when ``CURRENT`` moved while the rollback ran.
     """
     live = current_build_id(store, name)
     if live is None:
@@ -192,7 +231,7 @@ def rollback(store: ObjectStore, name: str, to: str | None = None) -> str:
     verify_build(store, manifest)
     _append_history(store, name, {"event": "rollback", "build_id": to, "at": _now(), "previous": live,
                                   "created_ds": manifest.created_ds})
-    store.write_pointer(f"{index_prefix(name)}/{CURRENT_FILE}", to)
+    store.swap_pointer(f"{index_prefix(name)}/{CURRENT_FILE}", to, expected=live)
     log.info("rolled %s back from %s to %s", name, live, to)
     return to
 
@@ -258,6 +297,8 @@ def run(
     Raises:
         BuildNotFoundError: when there is no build for ``ds`` (or the named one does not exist).
         ValidationError: when validation fails (``CURRENT`` unchanged).
+        PointerConflictError: when ``CURRENT`` changed since this run read it (another publish or a
+            rollback ran meanwhile; ``CURRENT`` unchanged by this run).
         visearch.index.manifest.ChecksumError: when an object of the build is damaged.
     """
     timer = timer or StageTimer("publish_index")
@@ -295,7 +336,7 @@ def run(
                                 missing=missing, unexpected=unexpected)
 
     with timer.stage("publish"):
-        publish_build(store, name, build_id, ds=ds, report=report)
+        publish_build(store, name, build_id, ds=ds, report=report, expected=live)
         pruned = prune_builds(store, name, settings.index.keep_builds)
     return {
         "build_id": build_id,

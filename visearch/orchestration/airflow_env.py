@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from visearch.orchestration.operators import GPU_POOL, REPO, SPARK_CONN_ID
+from visearch.orchestration.operators import GPU_POOL, REPO, SPARK_CONN_ID, WRITERS_POOL
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,11 @@ def airflow(args: list[str], env: Mapping[str, str], *, log_path: Path | None = 
 
 
 def init_airflow(env: Mapping[str, str], log_path: Path | None = None) -> None:
-    """Migrate the metadata database and create the GPU pool (both idempotent)."""
+    """Migrate the metadata database and create the GPU and writers pools (all idempotent)."""
     airflow(["db", "migrate"], env, log_path=log_path)
-    airflow(["pools", "set", GPU_POOL, "1", "GPU tasks (training, embedding)"], env, log_path=log_path)
+    airflow(["pools", "set", GPU_POOL, "1", "GPU tasks (training)"], env, log_path=log_path)
+    airflow(["pools", "set", WRITERS_POOL, "1", "tasks that write shared Delta tables or pointers"], env,
+            log_path=log_path)
 
 
 def dags_test(dag_id: str, ds: str, env: Mapping[str, str], *, log_path: Path | None = None,

@@ -18,6 +18,25 @@ REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"
 SPARK_CONN_ID = os.environ.get("VISEARCH_SPARK_CONN_ID", "visearch_spark")
 GPU_POOL = os.environ.get("VISEARCH_GPU_POOL", "visearch_gpu")
+WRITERS_POOL = os.environ.get("VISEARCH_WRITERS_POOL", "visearch_writers")
+"""One slot: at most one task of any visearch DAG writes a shared Delta table or pointer at a time."""
+
+# Jobs that write a shared Delta table or a pointer, and what they write. Their tasks, in every
+# DAG, take the one slot of WRITERS_POOL: Delta on S3 through S3SingleDriverLogStore is safe for
+# one writer at a time only (two commits racing for the same version can both "succeed" and one
+# is lost), and the nightly and reindex DAGs both write gold.embeddings and indexes/<name>/CURRENT.
+# A task has one pool, so embed (GPU and a writer) takes the writers pool: GPU applications at once
+# are at most GPU_POOL's size (train) plus one (embed).
+SHARED_WRITERS: dict[str, str] = {
+    "ingest_images": "bronze.images_raw, silver.images, silver.quarantine",
+    "ingest_interactions": "silver.interactions, silver.quarantine",
+    "online_metrics": "gold.online_metrics",
+    "build_pairs": "gold.training_pairs, gold.click_propensity, silver.quarantine",
+    "evaluate": "gold.eval_judgments, gold.model_metrics",
+    "promote": "models/CHAMPION",
+    "embed": "gold.embeddings, silver.quarantine",
+    "publish_index": "indexes/<name>/CURRENT, indexes/<name>/history/",
+}
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +87,23 @@ def spark_job(
 ) -> Any:
     """A SparkSubmitOperator running ``jobs/<job>.py --ds {{ ds }} <args>``.
 
-    ``gpu=True`` puts the task in the GPU pool and asks Spark for one GPU per executor and task
-    when ``VISEARCH_SPARK_GPUS`` is set (a cluster with GPU discovery configured).
+    The task's pool: :data:`WRITERS_POOL` for a job of :data:`SHARED_WRITERS` (GPU or not), else the
+    GPU pool for ``gpu=True``, else ``pool``. ``gpu=True`` also asks Spark for one GPU per executor
+    and task when ``VISEARCH_SPARK_GPUS`` is set (a cluster with GPU discovery configured).
+
+    Raises:
+        ValueError: when ``pool`` names another pool for a job that writes shared tables.
     """
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     application = JOBS / f"{job}.py"
+    if job in SHARED_WRITERS:
+        if pool not in (None, WRITERS_POOL):
+            raise ValueError(f"{job} writes {SHARED_WRITERS[job]}: its task must take pool {WRITERS_POOL}, "
+                             f"not {pool}")
+        pool = WRITERS_POOL
+    elif gpu:
+        pool = GPU_POOL
     conf = {
         "spark.pyspark.python": os.environ.get("VISEARCH_PYSPARK_PYTHON", sys.executable),
         "spark.pyspark.driver.python": os.environ.get("VISEARCH_PYSPARK_PYTHON", sys.executable),
@@ -95,7 +125,7 @@ def spark_job(
         driver_memory=os.environ.get("VISEARCH_SPARK_DRIVER_MEMORY", "3g"),
         application_args=["--ds", "{{ ds }}", *(args or [])],
         env_vars={"PYTHONPATH": str(REPO)},
-        pool=(GPU_POOL if gpu else pool) or "default_pool",
+        pool=pool or "default_pool",
         **extra,
         **kwargs,
     )

@@ -48,6 +48,15 @@ class TaskProfile:
     spark_conf: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def executor_service_account(self) -> str:
+        """The executors' account: same IAM role (IRSA), no RoleBinding, no API token mounted.
+
+        Only the driver (the task pod) may create pods; code running in an executor cannot start
+        a pod under any account.
+        """
+        return f"{self.service_account}-executor"
+
 
 ETL = TaskProfile("visearch-etl")
 ML = TaskProfile("visearch-ml")
@@ -130,7 +139,7 @@ def format_conf(conf: dict[str, str]) -> str:
 def spark_conf_for(profile: TaskProfile, driver_pod_name: str) -> dict[str, str]:
     """The Spark settings a task pod adds for its job (the pod is the client-mode driver)."""
     conf = {
-        "spark.kubernetes.authenticate.executor.serviceAccountName": profile.service_account,
+        "spark.kubernetes.authenticate.executor.serviceAccountName": profile.executor_service_account,
         "spark.kubernetes.driver.pod.name": driver_pod_name,
     }
     if profile.gpu:
