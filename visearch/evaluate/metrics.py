@@ -220,8 +220,8 @@ def average_precision(
     ``AP@k = Σ_{i <= k, item i relevant} P@i / min(k, R)`` with ``R`` the number of relevant judged
     ids (``R`` alone when ``k`` is None). Dividing by ``min(k, R)`` makes a perfect top-k score 1.0
     even when more than ``k`` ids are relevant; trec_eval's ``map_cut_k`` divides by ``R`` instead
-    and so scores lower whenever ``R > k`` (the two agree for ``R <= k``). Relevant ids never retrieved add 0. No relevant
-    id gives 0.0. With every id ranked and ``k=None`` this equals scikit-learn's
+    and so scores lower whenever ``R > k`` (the two agree for ``R <= k``). Relevant ids never
+    retrieved add 0. No relevant id gives 0.0. With every id ranked and ``k=None`` this equals scikit-learn's
     ``average_precision_score`` on the ranking (when scores have no ties).
 
     Raises:
