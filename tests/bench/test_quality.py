@@ -26,6 +26,8 @@ from visearch.bench.quality import (
     simulate_clicks,
 )
 
+LOSS_DROP = 0.3  # the quick run: learned vs random_init (see that test)
+NDCG_MARGIN = 0.02
 METRIC_COLUMNS = ("judged_ndcg@10", "judged_map@10", "judged_recall@10", "corpus_ndcg@10", "corpus_map@10",
                   "corpus_recall@10", "knn@10")
 
@@ -140,13 +142,18 @@ def test_run__rejects_negative_steps(tmp_path: Path) -> None:
         run(args)
 
 
+QUICK_STEPS = 30
+
+
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory: pytest.TempPathFactory, cifar_dir: Path, spark: Any) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     add_arguments(parser)
     out = tmp_path_factory.mktemp("quality")
-    args = parser.parse_args(["--out", str(out), "--quick", "--with-clicks", "--data", str(cifar_dir)])
+    # A fixed number of steps (not --quick's wall-clock budget): the same work on a loaded machine.
+    args = parser.parse_args(["--out", str(out), "--quick", "--with-clicks", "--data", str(cifar_dir),
+                              "--steps", str(QUICK_STEPS), "--threads", "1"])
     return run(args)
 
 
@@ -161,7 +168,7 @@ def test_quick_run__table_and_json_hold_every_embedder_and_metric(quick_result: 
         for column in METRIC_COLUMNS:
             assert 0.0 <= row[column] <= 1.0, (row["embedder"], column)
     assert rows[COLOR_HISTOGRAM]["judged_ndcg_vs_hist"] == 1.0
-    assert rows[LEARNED_SELF]["steps"] >= 2 and rows[LEARNED_SELF]["train_s"] > 0
+    assert rows[LEARNED_SELF]["steps"] == QUICK_STEPS and rows[LEARNED_SELF]["train_s"] > 0
     assert rows[COLOR_HISTOGRAM]["steps"] == 0
     assert "color_histogram" in saved["table"] and "random_init" in saved["table"]
     assert saved["training"][LEARNED_CLICKS]["pairs"]["click"] > 0
@@ -189,3 +196,22 @@ def test_quick_run__grades_match_class_and_group_counts(quick_result: dict[str, 
     assert counts["1"] == 40 * 30 + 60 * 50
     assert counts["0"] == 40 * 60 + 60 * 40
     assert quick_result["judged_pairs"] == 100 * 20
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_quick_run__learned_models_beat_their_random_init(quick_result: dict[str, Any]) -> None:
+    # 30 fixed steps on one thread, seed 0 (figures of that run: judged nDCG@10 random_init 0.457,
+    # self 0.506, self + clicks 0.491; self's loss 3.53 -> 2.76). The learned models start from the
+    # random_init baseline's weights (same seed): with optimizer.step() removed only BatchNorm's
+    # running statistics move, and self scores 0.435 < 0.457. The click run's last-step loss is
+    # one noisy batch (3.33 -> 3.42), so only the
+    # self-supervised loss is checked.
+    rows = {r["embedder"]: r for r in quick_result["rows"]}
+    for name in (LEARNED_SELF, LEARNED_CLICKS):
+        training = quick_result["training"][name]
+        assert training["steps"] == QUICK_STEPS and not training["stopped_early"]
+        assert rows[name]["judged_ndcg@10"] > rows[RANDOM_INIT]["judged_ndcg@10"] + NDCG_MARGIN, (
+            name, rows[name]["judged_ndcg@10"], rows[RANDOM_INIT]["judged_ndcg@10"])
+    self_training = quick_result["training"][LEARNED_SELF]
+    assert self_training["final_loss"] < self_training["first_loss"] - LOSS_DROP, self_training

@@ -60,6 +60,22 @@ def test_average_precision__hand_worked_full_and_cut() -> None:
     assert M.average_precision(RANKING, JUDGED, k=3) == pytest.approx((1 + 2 / 3) / 3)
 
 
+def test_average_precision__divides_by_min_k_and_r_not_trec_eval_r() -> None:
+    # R > k: relevant a, c, x, y, z (R = 5), k = 2, ranking a b c ...: one hit at 1, P@1 = 1.
+    # Ours: 1 / min(2, 5) = 0.5.  trec_eval map_cut_2 would give 1 / 5 = 0.2; dividing by the
+    # hits would give 1.0 and dividing by k alone 0.5 too (the R < k case below tells them apart).
+    judged = {"a": 5, "b": 0, "c": 1, "x": 2, "y": 1, "z": 5}
+    assert M.average_precision(["a", "b", "c", "d"], judged, k=2) == pytest.approx(1 / 2)
+    # All of the top k relevant with R > k is a perfect 1.0 (trec_eval: 2 / 5).
+    assert M.average_precision(["a", "c", "b"], judged, k=2) == pytest.approx(1.0)
+    # R < k: relevant b, z (R = 2), k = 4, ranking a b c d: one hit at 2, P@2 = 1/2.
+    # Ours: (1/2) / min(4, 2) = 0.25 (= trec_eval's / R); dividing by k would give 0.125, by hits 0.5.
+    few = {"b": 1, "z": 3, "a": 0}
+    assert M.average_precision(["a", "b", "c", "d"], few, k=4) == pytest.approx(1 / 4)
+    # Grade 1 is relevant at the default threshold (the quality benchmark's "same group").
+    assert M.average_precision(["c"], {"c": 1}, k=1) == 1.0
+
+
 def test_reciprocal_rank__first_relevant_at_three_and_cut_before_it() -> None:
     judged = {"z": 2}
     assert M.reciprocal_rank(["x", "y", "z"], judged) == pytest.approx(1 / 3)

@@ -156,8 +156,13 @@ def test_yaml__every_file_parses_after_rendering() -> None:
 
 
 def test_json__every_file_parses_after_rendering() -> None:
-    for path in infra_files("*.json"):
-        json.loads(render(path.read_text()))
+    files = infra_files("*.json")
+    names = {p.relative_to(INFRA).as_posix() for p in files}
+    assert {"emr/configurations.json", "emr/start-job-run.train.json"} <= names, names
+    for path in files:
+        rendered = render(path.read_text())
+        assert json.loads(rendered), f"{path} is empty"
+        assert "${" not in rendered, f"{path}: unrendered placeholder"
 
 
 # ----------------------------------------------------------------------------- SparkApplications

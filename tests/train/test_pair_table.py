@@ -14,9 +14,38 @@ import pytest
 from visearch.core import tables as T
 from visearch.core.config import Settings
 from visearch.train.pair_table import run
+from visearch.train.pairs import PairStats, estimate_propensities
 
 pytestmark = pytest.mark.spark
 DS = "2026-01-03"
+
+
+def planted_impressions() -> list[tuple[str, str, int, bool, str]]:
+    """(query, image, position, clicked, day) of the planted logs: 4 queries, each with 8
+    candidates shown in a random order 60 times a day for two days; examination 1/p; candidate 0
+    is very attractive, 7 never clicked."""
+    rng = np.random.default_rng(0)
+    out = []
+    for q in range(4):
+        attract = [0.9, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
+        for day in ("2026-01-02", "2026-01-03"):
+            for _session in range(60):
+                order = rng.permutation(8)
+                for pos0, c in enumerate(order):
+                    p = pos0 + 1
+                    clicked = bool(rng.random() < (1.0 / p) * attract[c])
+                    out.append((f"img{q}", f"img{8 + q * 8 + c}", p, clicked, day))
+    return out
+
+
+def planted_stats() -> list[PairStats]:
+    """The planted logs as the cells the job should aggregate (the extra events all drop out)."""
+    cells: dict[tuple[str, str, int], list[int]] = {}
+    for query, image, p, clicked, _day in planted_impressions():
+        cell = cells.setdefault((query, image, p), [0, 0])
+        cell[0] += 1
+        cell[1] += int(clicked)
+    return [PairStats(q, i, p, n, c) for (q, i, p), (n, c) in sorted(cells.items())]
 
 
 def _seed_tables(spark: Any, settings: Settings) -> None:
@@ -24,23 +53,14 @@ def _seed_tables(spark: Any, settings: Settings) -> None:
     images = [(f"img{i}", f"file:///x/img{i}.jpg", "o", ts, [], f"{i:064x}", 32, 32, "JPEG", "0" * 16,
                i == 41, "deleted" if i == 40 else "ok", "2026-01-01") for i in range(42)]
     T.merge(spark, settings, T.SILVER_IMAGES, spark.createDataFrame(images, T.SILVER_IMAGES.schema))
-    rng = np.random.default_rng(0)
     events = []
     n = 0
-    # 4 queries, each with 8 candidates; candidate 0 is very attractive, 7 never clicked.
-    for q in range(4):
-        attract = [0.9, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
-        for day in ("2026-01-02", "2026-01-03"):
-            for _session in range(60):
-                order = rng.permutation(8)
-                for pos0, c in enumerate(order):
-                    image = f"img{8 + q * 8 + c}"
-                    p = pos0 + 1
-                    n += 1
-                    events.append((f"e{n}", "u", "s", f"img{q}", image, p, "impression", ts, 0, True, day))
-                    if rng.random() < (1.0 / p) * attract[c]:
-                        n += 1
-                        events.append((f"e{n}", "u", "s", f"img{q}", image, p, "click", ts, 5000, True, day))
+    for query, image, p, clicked, day in planted_impressions():
+        n += 1
+        events.append((f"e{n}", "u", "s", query, image, p, "impression", ts, 0, True, day))
+        if clicked:
+            n += 1
+            events.append((f"e{n}", "u", "s", query, image, p, "click", ts, 5000, True, day))
     # A short click (dwell below the threshold) and events about the deleted/private images don't count.
     events.append(("short", "u", "s", "img0", "img15", 1, "click", ts, 10, True, DS))
     events.append(("del", "u", "s", "img0", "img40", 1, "click", ts, 9000, True, DS))
@@ -82,12 +102,17 @@ def test_build_pairs__sources_propensity_negatives_and_rerun(spark: Any, setting
     # Hard negatives: the never-clicked candidate, shown high, appears as a negative.
     negs = {p[0]: p[4] for p in clicks}
     assert any(f"img{8 + q * 8 + 7}" in negs.get(f"img{q}", ()) for q in range(4))
-    # Planted examination 1/p is recovered within a tolerance.
-    prop = {r.position: r.propensity for r in T.read(spark, settings, T.GOLD_CLICK_PROPENSITY).collect()}
-    assert prop[1] == pytest.approx(1.0)
-    assert prop[2] == pytest.approx(0.5, abs=0.15)
-    assert prop[4] == pytest.approx(0.25, abs=0.12)
-    assert prop[8] < prop[2]
+    # The propensity table is the estimator on exactly the planted cells: per position 4 queries x
+    # 8 candidates x 120 sessions / 8 positions = 480 impressions and the planted clicks (the short,
+    # deleted-image and private-query clicks do not count). The estimator itself is checked against
+    # the planted 1/p on larger logs in test_pairs.py; these 3,840 impressions are too few for that.
+    expected = estimate_propensities(planted_stats())
+    table = {r.position: r for r in T.read(spark, settings, T.GOLD_CLICK_PROPENSITY).where(f"ds = '{DS}'").collect()}
+    assert sorted(table) == list(range(1, 9))
+    assert {p: r.impressions for p, r in table.items()} == dict.fromkeys(range(1, 9), 480)
+    assert {p: r.clicks for p, r in table.items()} == expected.clicks
+    assert {p: r.propensity for p, r in table.items()} == pytest.approx(expected.propensity, rel=1e-6)
+    assert {int(p): v for p, v in result["propensity"].items()} == pytest.approx(expected.propensity, abs=1e-4)
     # Bad labels are quarantined with a reason, not dropped silently.
     q = T.read(spark, settings, T.SILVER_QUARANTINE).where("source = 'labels'").collect()
     assert sorted(r.record_id for r in q) == ["img1/nope", "img3/img4"]

@@ -15,7 +15,11 @@ and across models):
   also scikit-learn's ``dcg_score``) or ``"exponential"`` ``2**rel - 1``.
 - **Binary relevance** for P@k, R@k, AP and MRR: an item is relevant when
   ``rel >= threshold``; ``threshold`` defaults to 1 (any positive grade counts). It must be > 0,
-  otherwise every unjudged id would be relevant.
+  otherwise every unjudged id would be relevant. The pipeline and ``visearch bench quality`` use
+  the default, so a grade-1 ("same group") item is relevant there.
+- **AP@k** divides the sum of ``P@i`` at the relevant positions ``i <= k`` by ``min(k, R)``
+  (``R`` = relevant judged ids), not by ``R`` as trec_eval's ``map_cut_k`` does: a ranking whose
+  first ``k`` are all relevant scores 1.0 even when ``R > k``. For ``R <= k`` the two agree.
 - **Cut-off** ``k``: only the first ``k`` positions count. ``k=None`` means the whole ranking.
   When the ranking is shorter than ``k``, the missing positions count as non-relevant:
   ``precision@k`` still divides by ``k`` (as trec_eval does), so returning fewer results is
@@ -215,8 +219,9 @@ def average_precision(
 
     ``AP@k = Σ_{i <= k, item i relevant} P@i / min(k, R)`` with ``R`` the number of relevant judged
     ids (``R`` alone when ``k`` is None). Dividing by ``min(k, R)`` makes a perfect top-k score 1.0
-    even when more than ``k`` ids are relevant. Relevant ids never retrieved add 0. No relevant
-    id gives 0.0. With every id ranked and ``k=None`` this equals scikit-learn's
+    even when more than ``k`` ids are relevant; trec_eval's ``map_cut_k`` divides by ``R`` instead
+    and so scores lower whenever ``R > k`` (the two agree for ``R <= k``). Relevant ids never
+    retrieved add 0. No relevant id gives 0.0. With every id ranked and ``k=None`` this equals scikit-learn's
     ``average_precision_score`` on the ranking (when scores have no ties).
 
     Raises:
