@@ -14,6 +14,7 @@ from visearch.core import faults
 from visearch.core.config import Settings
 from visearch.core.spark import to_spark_path
 from visearch.core.storage import join
+from visearch.core.timing import FIXED_COSTS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -118,7 +119,8 @@ def exists(spark: SparkSession, settings: Settings, table: Table) -> bool:
     """Whether the Delta table has been created."""
     from delta.tables import DeltaTable
 
-    return bool(DeltaTable.isDeltaTable(spark, table.path(settings)))
+    with FIXED_COSTS.measure("delta_log"):
+        return bool(DeltaTable.isDeltaTable(spark, table.path(settings)))
 
 
 def ensure(spark: SparkSession, settings: Settings, table: Table) -> None:
@@ -136,10 +138,15 @@ def ensure(spark: SparkSession, settings: Settings, table: Table) -> None:
 
 
 def read(spark: SparkSession, settings: Settings, table: Table) -> DataFrame:
-    """The table as a DataFrame; an empty one with the schema when it does not exist yet."""
-    if not exists(spark, settings, table):
-        return spark.createDataFrame([], table.schema)
-    return spark.read.format("delta").load(table.path(settings))
+    """The table as a DataFrame; an empty one with the schema when it does not exist yet.
+
+    Loading resolves the table's snapshot from its Delta log; that time counts as the job's
+    ``delta_log`` fixed cost (:data:`visearch.core.timing.FIXED_COSTS`).
+    """
+    with FIXED_COSTS.measure("delta_log"):
+        if not exists(spark, settings, table):
+            return spark.createDataFrame([], table.schema)
+        return spark.read.format("delta").load(table.path(settings))
 
 
 def version(spark: SparkSession, settings: Settings, table: Table) -> int:
@@ -148,7 +155,8 @@ def version(spark: SparkSession, settings: Settings, table: Table) -> int:
         return -1
     from delta.tables import DeltaTable
 
-    row = DeltaTable.forPath(spark, table.path(settings)).history(1).select("version").first()
+    with FIXED_COSTS.measure("delta_log"):
+        row = DeltaTable.forPath(spark, table.path(settings)).history(1).select("version").first()
     return int(row[0]) if row else -1
 
 
