@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,31 @@ def test_local_cores__star_and_cluster() -> None:
     assert not SparkSettings(master="spark://h:7077").is_local
     with pytest.raises(ValueError, match="not a local master"):
         local_cores("yarn")
+
+
+@pytest.mark.spark
+def test_tables_read__a_table_over_tiny_input_mb_turns_code_generation_back_on(spark: Any, settings: Any) -> None:
+    from visearch.core import tables as T
+    from visearch.core.spark import tiny_sql_active
+
+    before = {k: spark.conf.get(k, None) for k in TINY_SQL_CONF}
+    try:
+        for key, value in TINY_SQL_CONF.items():
+            spark.conf.set(key, value)
+        rows = spark.createDataFrame([("2026-01-01", "ctr", None, 0.5)], T.GOLD_ONLINE_METRICS.schema)
+        T.replace_partition(spark, settings, T.GOLD_ONLINE_METRICS, rows, "ds = '2026-01-01'")
+        size = T.size_bytes(settings, T.GOLD_ONLINE_METRICS)
+        assert size is not None and size > 0
+        assert T.read(spark, settings, T.GOLD_ONLINE_METRICS).count() == 1
+        assert tiny_sql_active(spark), "a few hundred bytes are under the default 64 MB"
+        zero = settings.replace(spark=SparkSettings(tiny_input_mb=0))
+        assert T.read(spark, zero, T.GOLD_ONLINE_METRICS).count() == 1
+        assert not tiny_sql_active(spark)
+        assert spark.conf.get("spark.sql.codegen.wholeStage") == "true"
+        assert T.size_bytes(settings, T.GOLD_EMBEDDINGS) is None, "no table, no checksum"
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

@@ -63,6 +63,7 @@ class SparkSettings:
     shuffle_partitions: int = 4
     conf: dict[str, str] = field(default_factory=dict)
     fast_start: tuple[str, ...] = FAST_START_PARTS
+    tiny_input_mb: int = 64  # tiny_sql: a table read larger than this turns code generation back on
 
     def __post_init__(self) -> None:
         parts = tuple(p.strip().lower() for p in self.fast_start if p.strip())

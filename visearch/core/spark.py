@@ -102,10 +102,35 @@ def local_cores(master: str) -> int:
 # Spark SQL for the small inputs of a local master (``tiny_sql``): expressions are interpreted
 # instead of compiled by Janino for every query and stage (most of a first query's seconds on tiny
 # data), and shuffles have one partition per core (adaptive execution coalesces the rest anyway).
+# A larger input turns code generation back on (fit_to_input, called by tables.read).
 TINY_SQL_CONF = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }
+
+
+def tiny_sql_active(spark: SparkSession) -> bool:
+    """Whether the session runs with :data:`TINY_SQL_CONF` (no whole-stage code generation)."""
+    return spark.conf.get("spark.sql.codegen.wholeStage", "true") == "false" and \
+        spark.conf.get("spark.sql.codegen.factoryMode", "FALLBACK") == "NO_CODEGEN"
+
+
+def fit_to_input(spark: SparkSession, settings: Settings, name: str, size_bytes: int | None) -> bool:
+    """Turn generated code back on for the rest of the session when an input is not tiny.
+
+    ``tiny_sql`` starts every local session interpreting expressions, which beats compiling code
+    for each query on the small tables of a demo or a test, not on large ones: the first input
+    (``name``, ``size_bytes`` on storage) over ``settings.spark.tiny_input_mb`` switches the session
+    to Spark's defaults (or what ``settings.spark.conf`` says). Returns whether it switched.
+    """
+    if size_bytes is None or size_bytes <= settings.spark.tiny_input_mb * 2**20 or not tiny_sql_active(spark):
+        return False
+    defaults = {"spark.sql.codegen.wholeStage": "true", "spark.sql.codegen.factoryMode": "FALLBACK"}
+    for key in TINY_SQL_CONF:
+        spark.conf.set(key, settings.spark.conf.get(key, defaults[key]))
+    log.info("%s is %.0f MB (over spark.tiny_input_mb=%d): generated code back on for this job",
+             name, size_bytes / 2**20, settings.spark.tiny_input_mb)
+    return True
 
 
 def fast_start_conf(settings: Settings) -> dict[str, str]:

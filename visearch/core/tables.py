@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from visearch.core import faults
 from visearch.core.config import Settings
-from visearch.core.spark import to_spark_path
-from visearch.core.storage import join
+from visearch.core.spark import fit_to_input, tiny_sql_active, to_spark_path
+from visearch.core.storage import join, open_store
 from visearch.core.timing import FIXED_COSTS
 
 if TYPE_CHECKING:
@@ -146,7 +146,26 @@ def read(spark: SparkSession, settings: Settings, table: Table) -> DataFrame:
     with FIXED_COSTS.measure("delta_log"):
         if not exists(spark, settings, table):
             return spark.createDataFrame([], table.schema)
-        return spark.read.format("delta").load(table.path(settings))
+        df = spark.read.format("delta").load(table.path(settings))
+    if tiny_sql_active(spark):
+        fit_to_input(spark, settings, table.name, size_bytes(settings, table))
+    return df
+
+
+def size_bytes(settings: Settings, table: Table) -> int | None:
+    """The table's size on storage from its newest Delta checksum file (``_delta_log/<v>.crc``,
+    ``tableSizeBytes``): one listing and one small read, no Spark job. None without one."""
+    import json
+
+    layer, _, short = table.name.partition(".")
+    store = open_store(settings.lake, settings.s3)
+    crcs = [k for k in store.list(f"{layer}/{short}/_delta_log/") if k.endswith(".crc") and k.count("/") == 3]
+    if not crcs:
+        return None
+    try:
+        return int(json.loads(store.get_text(max(crcs)))["tableSizeBytes"])
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        return None
 
 
 def version(spark: SparkSession, settings: Settings, table: Table) -> int:
