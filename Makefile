@@ -34,7 +34,10 @@ $(STAMP): $(PY) pyproject.toml requirements.lock infra/local/jars/pom.xml infra/
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create the venv, install pinned packages, resolve Spark jars (cached; cheap the second time)
+setup: $(STAMP) ## Create the venv, install pinned packages, resolve Spark jars, build the JVM class archive (cached)
+	@# Class-data (AppCDS) archive of Spark and Delta for local drivers, in ~/.cache/visearch/cds:
+	@# built once per JDK + jar set (a few minutes), instant afterwards; skipped when the JDK can't.
+	@$(PY) -m visearch.core.jvm
 
 run: setup ## Generate the demo corpus and run the nightly DAG through Airflow (embedded default)
 	$(PY) -m visearch.cli demo-run

@@ -27,6 +27,7 @@ BENCHES: dict[str, str] = {
     "search": "query latency per stage and batch throughput",
     "scale": "pipeline stage times and peak memory over growing demo corpora",
     "quality": "retrieval quality on real photographs (CIFAR-10) vs baselines",
+    "overhead": "fixed cost of each nightly Spark job (JVM, session, Delta log, work), start-up cuts off vs on",
 }
 # What `bench all` runs (quality and scale are long; they have their own make targets).
 ALL = ("ingest", "train", "embed", "index", "search")

@@ -43,14 +43,43 @@ def to_uri(value: str) -> str:
     return "file://" + str(Path(value).expanduser().resolve())
 
 
+# What ``spark.fast_start`` can switch on for local masters (visearch.core.spark / visearch.core.jvm):
+# cds: the driver JVM maps the AppCDS archive of `make setup`; jit: C1 only, serial GC;
+# tiny_sql: Spark SQL settings for small inputs (no generated code, one shuffle partition per core).
+FAST_START_PARTS: tuple[str, ...] = ("cds", "jit", "tiny_sql")
+
+
 @dataclass(frozen=True)
 class SparkSettings:
-    """Where Spark runs and with which extra configuration."""
+    """Where Spark runs and with which extra configuration.
+
+    ``fast_start``: the start-up and small-data measures for local masters (a subset of
+    :data:`FAST_START_PARTS`; ``on``/``all`` is all of them, ``off``/``none`` none). A cluster
+    master never gets them. ``VISEARCH_SPARK__FAST_START=off`` turns them off.
+    """
 
     master: str = "local[2]"
     driver_memory: str = "3g"
     shuffle_partitions: int = 4
     conf: dict[str, str] = field(default_factory=dict)
+    fast_start: tuple[str, ...] = FAST_START_PARTS
+    tiny_input_mb: int = 64  # tiny_sql: a table read larger than this turns code generation back on
+
+    def __post_init__(self) -> None:
+        parts = tuple(p.strip().lower() for p in self.fast_start if p.strip())
+        if parts in (("on",), ("all",), ("true",), ("1",)):
+            parts = FAST_START_PARTS
+        elif parts in (("off",), ("none",), ("false",), ("0",)):
+            parts = ()
+        unknown = sorted(set(parts) - set(FAST_START_PARTS))
+        if unknown:
+            raise ValueError(f"spark.fast_start: unknown parts {unknown}; choose from {FAST_START_PARTS}, on or off")
+        object.__setattr__(self, "fast_start", tuple(p for p in FAST_START_PARTS if p in parts))
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the driver and executors run in one local JVM (``local``, ``local[N]``, ``local[*]``)."""
+        return self.master == "local" or self.master.startswith("local[")
 
 
 @dataclass(frozen=True)
@@ -237,6 +266,8 @@ def _coerce(tp: Any, value: Any) -> Any:
         return _build(tp, value)
     if origin is tuple:
         args = typing.get_args(tp)
+        if isinstance(value, bool):  # YAML reads `off`/`on` as booleans (spark.fast_start: off)
+            value = "on" if value else "off"
         items = value.split(",") if isinstance(value, str) else list(value)
         inner = args[0] if args else str
         return tuple(_coerce(inner, v) for v in items)

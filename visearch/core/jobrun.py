@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from visearch.core.config import Settings, load_settings
-from visearch.core.timing import StageTimer
+from visearch.core.timing import FIXED_COSTS, StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,9 @@ class JobContext:
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
         """Log the stage summary and print the result as the last stdout line (for XCom)."""
         result = {"job": self.name, **result, "stage_seconds": self.timer.seconds}
+        if FIXED_COSTS.seconds:
+            # JVM launch, Spark session and Delta log reads: what `visearch bench overhead` reports.
+            result["overhead_seconds"] = FIXED_COSTS.report()
         log.info(self.timer.summary())
         text = json.dumps(result, sort_keys=True, default=str)
         ds = getattr(self.args, "ds", None)

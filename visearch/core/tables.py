@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from visearch.core import faults
 from visearch.core.config import Settings
-from visearch.core.spark import to_spark_path
-from visearch.core.storage import join
+from visearch.core.spark import fit_to_input, tiny_sql_active, to_spark_path
+from visearch.core.storage import join, open_store
+from visearch.core.timing import FIXED_COSTS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -118,7 +119,8 @@ def exists(spark: SparkSession, settings: Settings, table: Table) -> bool:
     """Whether the Delta table has been created."""
     from delta.tables import DeltaTable
 
-    return bool(DeltaTable.isDeltaTable(spark, table.path(settings)))
+    with FIXED_COSTS.measure("delta_log"):
+        return bool(DeltaTable.isDeltaTable(spark, table.path(settings)))
 
 
 def ensure(spark: SparkSession, settings: Settings, table: Table) -> None:
@@ -136,10 +138,34 @@ def ensure(spark: SparkSession, settings: Settings, table: Table) -> None:
 
 
 def read(spark: SparkSession, settings: Settings, table: Table) -> DataFrame:
-    """The table as a DataFrame; an empty one with the schema when it does not exist yet."""
-    if not exists(spark, settings, table):
-        return spark.createDataFrame([], table.schema)
-    return spark.read.format("delta").load(table.path(settings))
+    """The table as a DataFrame; an empty one with the schema when it does not exist yet.
+
+    Loading resolves the table's snapshot from its Delta log; that time counts as the job's
+    ``delta_log`` fixed cost (:data:`visearch.core.timing.FIXED_COSTS`).
+    """
+    with FIXED_COSTS.measure("delta_log"):
+        if not exists(spark, settings, table):
+            return spark.createDataFrame([], table.schema)
+        df = spark.read.format("delta").load(table.path(settings))
+    if tiny_sql_active(spark):
+        fit_to_input(spark, settings, table.name, size_bytes(settings, table))
+    return df
+
+
+def size_bytes(settings: Settings, table: Table) -> int | None:
+    """The table's size on storage from its newest Delta checksum file (``_delta_log/<v>.crc``,
+    ``tableSizeBytes``): one listing and one small read, no Spark job. None without one."""
+    import json
+
+    layer, _, short = table.name.partition(".")
+    store = open_store(settings.lake, settings.s3)
+    crcs = [k for k in store.list(f"{layer}/{short}/_delta_log/") if k.endswith(".crc") and k.count("/") == 3]
+    if not crcs:
+        return None
+    try:
+        return int(json.loads(store.get_text(max(crcs)))["tableSizeBytes"])
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        return None
 
 
 def version(spark: SparkSession, settings: Settings, table: Table) -> int:
@@ -148,7 +174,8 @@ def version(spark: SparkSession, settings: Settings, table: Table) -> int:
         return -1
     from delta.tables import DeltaTable
 
-    row = DeltaTable.forPath(spark, table.path(settings)).history(1).select("version").first()
+    with FIXED_COSTS.measure("delta_log"):
+        row = DeltaTable.forPath(spark, table.path(settings)).history(1).select("version").first()
     return int(row[0]) if row else -1
 
 

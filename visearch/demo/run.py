@@ -3,6 +3,9 @@
 Runs each demo day with ``airflow dags test visearch_nightly <ds>`` (SQLite metadata, tasks
 in-process, each task one spark-submit) and prints what landed: row counts, quarantine reasons,
 and each job's stage timings (from the run records the jobs write under ``<artifacts>/runs/``).
+While a day runs, each task's start and end with its seconds are printed as they happen, with the
+overall progress (task i of n, elapsed, estimate left; :mod:`visearch.orchestration.progress`);
+Airflow's and Spark's own output goes to ``.visearch/airflow/demo-run.log``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from visearch.core.config import DEFAULT_ROOT, Settings, load_settings
 log = logging.getLogger(__name__)
 
 DEMO_START = "2026-01-01"
+DAG_ID = "visearch_nightly"
+TASK_SECONDS = "task-seconds.json"  # under the Airflow home: each task's seconds in the last run
 
 
 def demo_days(start: str, days: int) -> list[str]:
@@ -94,6 +99,8 @@ def run_demo(args: argparse.Namespace) -> int:
     import os
 
     from visearch.orchestration.airflow_env import airflow_env, dags_test, init_airflow
+    from visearch.orchestration.operators import REPO
+    from visearch.orchestration.progress import ProgressPrinter, RunProgress, count_dag_tasks
 
     # Demo-sized training unless the user chose otherwise (the jobs read it from the environment).
     os.environ.setdefault("VISEARCH_TRAIN__STEPS", str(args.train_steps))
@@ -111,15 +118,34 @@ def run_demo(args: argparse.Namespace) -> int:
     log_path = root / "airflow" / "demo-run.log"
     print(f"Airflow home {root / 'airflow'}; full log in {log_path}", flush=True)
     init_airflow(env, log_path)
+    history = root / "airflow" / TASK_SECONDS
+    expected = load_task_seconds(history)
+    total = len(expected) or count_dag_tasks(REPO / "dags" / f"{DAG_ID}.py")
     timings: dict[str, float] = {}
-    for ds in days:
+    for number, ds in enumerate(days, 1):
         start = time.perf_counter()
-        print(f"running visearch_nightly for {ds} ...", flush=True)
-        dags_test("visearch_nightly", ds, env, log_path=log_path)
+        print(f"running {DAG_ID} for {ds} (day {number} of {len(days)}) ...", flush=True)
+        progress = RunProgress(total=total, expected=expected, label=ds)
+        with ProgressPrinter(progress) as printer:
+            dags_test(DAG_ID, ds, env, log_path=log_path, on_line=printer.line)
         timings[ds] = time.perf_counter() - start
         print(f"  {ds} done in {timings[ds]:.0f}s", flush=True)
+        if progress.seconds:  # the next day's (and next run's) estimate
+            expected, total = dict(progress.seconds), progress.done
+            history.write_text(json.dumps(expected, indent=2, sort_keys=True))
     print(summarize(settings, days, timings), flush=True)
     return 0
+
+
+def load_task_seconds(path: Path) -> dict[str, float]:
+    """Seconds per task of the last DAG run that ``demo-run`` saw (empty when none or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float)}
 
 
 def add_cli(sub: Any) -> None:

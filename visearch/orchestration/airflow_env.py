@@ -12,8 +12,10 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TextIO
 
 from visearch.orchestration.operators import GPU_POOL, REPO, SPARK_CONN_ID, WRITERS_POOL
 
@@ -51,15 +53,68 @@ def airflow_env(
         env["AIRFLOW__CORE__EXECUTOR"] = executor
     if extra:
         env.update(extra)
+    options = local_driver_java_options(spark_master, env)
+    if options:
+        # spark-submit's launcher puts SPARK_SUBMIT_OPTS on the driver JVM's command line (client mode).
+        env["SPARK_SUBMIT_OPTS"] = " ".join(o for o in (env.get("SPARK_SUBMIT_OPTS", ""), options) if o)
     return env
 
 
+def local_driver_java_options(spark_master: str, env: Mapping[str, str]) -> str:
+    """The fast-start JVM options (AppCDS archive, C1 only) for the drivers of a local master;
+    empty for a cluster master or with ``spark.fast_start`` off (:mod:`visearch.core.jvm`)."""
+    from visearch.core.config import SparkSettings, load_settings
+    from visearch.core.jvm import driver_java_options
+
+    spark = SparkSettings(master=spark_master, fast_start=load_settings(env=env).spark.fast_start)
+    return driver_java_options(spark.fast_start) if spark.is_local else ""
+
+
+def _stream(cmd: list[str], env: Mapping[str, str], handle: TextIO, on_line: Callable[[str], None],
+            timeout: float | None) -> int:
+    """Run ``cmd``, copying each output line to ``handle`` and passing it to ``on_line``; its exit code.
+
+    Raises:
+        subprocess.TimeoutExpired: when it runs past ``timeout`` (it is killed).
+    """
+    proc = subprocess.Popen(cmd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", bufsize=1)
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill) if timeout is not None else None
+    if timer is not None:
+        timer.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            handle.write(line)
+            on_line(line)
+        code = proc.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if timed_out.is_set():
+        raise subprocess.TimeoutExpired(cmd, timeout or 0.0)
+    return code
+
+
 def airflow(args: list[str], env: Mapping[str, str], *, log_path: Path | None = None,
-            timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+            timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess[str]:
     """Run an ``airflow`` CLI command; output goes to ``log_path`` when given.
+
+    ``on_line`` (with ``log_path``) also sees each output line as it comes, e.g. to show progress.
 
     Raises:
         subprocess.CalledProcessError: when the command fails (the log says why).
+        subprocess.TimeoutExpired: when it runs past ``timeout``.
     """
     cmd = [str(Path(sys.executable).parent / "airflow"), *args]
     log.info("$ %s", " ".join(cmd))
@@ -68,8 +123,12 @@ def airflow(args: list[str], env: Mapping[str, str], *, log_path: Path | None = 
         with open(log_path, "a") as handle:
             handle.write(f"\n$ {' '.join(cmd)}\n")
             handle.flush()
-            proc = subprocess.run(cmd, env=dict(env), stdout=handle, stderr=subprocess.STDOUT, text=True,
-                                  timeout=timeout, check=False)
+            if on_line is not None:
+                code = _stream(cmd, env, handle, on_line, timeout)
+                proc: subprocess.CompletedProcess[str] = subprocess.CompletedProcess(cmd, code)
+            else:
+                proc = subprocess.run(cmd, env=dict(env), stdout=handle, stderr=subprocess.STDOUT, text=True,
+                                      timeout=timeout, check=False)
         if proc.returncode != 0:
             tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
             raise subprocess.CalledProcessError(proc.returncode, cmd, output=tail)
@@ -86,8 +145,12 @@ def init_airflow(env: Mapping[str, str], log_path: Path | None = None) -> None:
 
 
 def dags_test(dag_id: str, ds: str, env: Mapping[str, str], *, log_path: Path | None = None,
-              conf: Mapping[str, object] | None = None, timeout: float | None = None) -> None:
+              conf: Mapping[str, object] | None = None, timeout: float | None = None,
+              on_line: Callable[[str], None] | None = None) -> None:
     """Run one DAG run in-process with ``airflow dags test`` (the embedded default).
+
+    ``on_line`` sees each output line as it is written to ``log_path`` (see
+    :class:`visearch.orchestration.progress.RunProgress`).
 
     Raises:
         subprocess.CalledProcessError: when a task fails.
@@ -95,7 +158,7 @@ def dags_test(dag_id: str, ds: str, env: Mapping[str, str], *, log_path: Path | 
     args = ["dags", "test", dag_id, ds]
     if conf:
         args += ["--conf", json.dumps(dict(conf))]
-    airflow(args, env, log_path=log_path, timeout=timeout)
+    airflow(args, env, log_path=log_path, timeout=timeout, on_line=on_line)
     if log_path is not None:
         text = log_path.read_text()
         # `dags test` exits 0 even when a task failed in some versions; check the final state.
