@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from visearch.core.config import S3Settings as S3Settings
     from visearch.core.config import SearchSettings as SearchSettings
     from visearch.core.config import Settings as Settings
+    from visearch.core.config import SparkSettings as SparkSettings
     from visearch.core.config import TrainSettings as TrainSettings
     from visearch.core.config import load_settings as load_settings
     from visearch.core.config import settings_from_json as settings_from_json
@@ -28,11 +29,18 @@ if TYPE_CHECKING:
     from visearch.core.jobrun import positive_int as positive_int
     from visearch.core.jobrun import run_job as run_job
     from visearch.core.jobrun import setup_logging as setup_logging
+    from visearch.core.jvm import archive_path as archive_path
+    from visearch.core.jvm import build_archive as build_archive
+    from visearch.core.jvm import driver_java_options as driver_java_options
     from visearch.core.provenance import git_sha as git_sha
     from visearch.core.spark import extra_jars as extra_jars
+    from visearch.core.spark import fast_start_conf as fast_start_conf
+    from visearch.core.spark import fit_to_input as fit_to_input
     from visearch.core.spark import get_spark as get_spark
+    from visearch.core.spark import local_cores as local_cores
     from visearch.core.spark import s3a_conf as s3a_conf
     from visearch.core.spark import spark_conf as spark_conf
+    from visearch.core.spark import tiny_sql_active as tiny_sql_active
     from visearch.core.spark import to_spark_path as to_spark_path
     from visearch.core.storage import LocalStore as LocalStore
     from visearch.core.storage import ObjectStore as ObjectStore
@@ -46,6 +54,7 @@ if TYPE_CHECKING:
     from visearch.core.storage import sha256_bytes as sha256_bytes
     from visearch.core.storage import sha256_file as sha256_file
     from visearch.core.storage import split_uri as split_uri
+    from visearch.core.timing import CostMeter as CostMeter
     from visearch.core.timing import StageTimer as StageTimer
 
 _EXPORTS = {
@@ -56,6 +65,7 @@ _EXPORTS = {
     "S3Settings": "config",
     "SearchSettings": "config",
     "Settings": "config",
+    "SparkSettings": "config",
     "TrainSettings": "config",
     "load_settings": "config",
     "settings_from_json": "config",
@@ -68,11 +78,18 @@ _EXPORTS = {
     "positive_int": "jobrun",
     "run_job": "jobrun",
     "setup_logging": "jobrun",
+    "archive_path": "jvm",
+    "build_archive": "jvm",
+    "driver_java_options": "jvm",
     "git_sha": "provenance",
     "extra_jars": "spark",
+    "fast_start_conf": "spark",
+    "fit_to_input": "spark",
     "get_spark": "spark",
+    "local_cores": "spark",
     "s3a_conf": "spark",
     "spark_conf": "spark",
+    "tiny_sql_active": "spark",
     "to_spark_path": "spark",
     "LocalStore": "storage",
     "ObjectStore": "storage",
@@ -86,6 +103,7 @@ _EXPORTS = {
     "sha256_bytes": "storage",
     "sha256_file": "storage",
     "split_uri": "storage",
+    "CostMeter": "timing",
     "StageTimer": "timing",
 }
 __all__ = sorted(_EXPORTS)

@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from visearch.orchestration.operators import spark_jars as spark_jars
     from visearch.orchestration.operators import spark_job as spark_job
     from visearch.orchestration.pipeline import library_run as library_run
+    from visearch.orchestration.progress import ProgressPrinter as ProgressPrinter
+    from visearch.orchestration.progress import RunProgress as RunProgress
+    from visearch.orchestration.progress import TaskEvent as TaskEvent
+    from visearch.orchestration.progress import count_dag_tasks as count_dag_tasks
+    from visearch.orchestration.progress import format_seconds as format_seconds
+    from visearch.orchestration.progress import parse_line as parse_line
 
 _EXPORTS = {
     "airflow": "airflow_env",
@@ -26,6 +32,12 @@ _EXPORTS = {
     "spark_jars": "operators",
     "spark_job": "operators",
     "library_run": "pipeline",
+    "ProgressPrinter": "progress",
+    "RunProgress": "progress",
+    "TaskEvent": "progress",
+    "count_dag_tasks": "progress",
+    "format_seconds": "progress",
+    "parse_line": "progress",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
